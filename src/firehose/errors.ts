@@ -1,0 +1,29 @@
+import { FleetsimError } from '../errors.ts'
+
+/**
+ * An error answered on the wire the way the real service answers it: status 400 (503 for
+ * ServiceUnavailableException), header `x-amzn-ErrorType`, body `{"__type", "message"}`.
+ * Source: ../shared/reference/firehose.md §1.3.
+ */
+export class FirehoseApiError extends FleetsimError {
+  readonly type: string
+  readonly status: number
+  constructor(type: string, message: string, status = type === 'ServiceUnavailableException' ? 503 : 400) {
+    super(`FIREHOSE_${type}`, message)
+    this.type = type
+    this.status = status
+  }
+}
+
+export const notFound = (name: string, account: string) =>
+  new FirehoseApiError('ResourceNotFoundException', `Firehose ${name} under account ${account} not found.`)
+
+export const inUse = (name: string, account: string) =>
+  new FirehoseApiError('ResourceInUseException', `Firehose ${name} under accountId ${account} already exists`)
+
+/** A constraint failure, worded as the service's Coral validation layer words it. */
+export const validation = (value: string, path: string, constraint: string) =>
+  new FirehoseApiError(
+    'ValidationException',
+    `1 validation error detected: Value '${value}' at '${path}' failed to satisfy constraint: ${constraint}`,
+  )
