@@ -1,5 +1,6 @@
 import yargs, { type Argv } from 'yargs'
 import { FleetsimError } from '../errors.ts'
+import * as bench from './commands/bench.ts'
 import * as bridge from './commands/bridge.ts'
 import * as broker from './commands/broker.ts'
 import * as devices from './commands/devices.ts'
@@ -19,6 +20,7 @@ export function buildCli(argv: string[]): Argv {
     .command(broker)
     .command(bridge)
     .command(firehose)
+    .command(bench)
     .demandCommand(1, 'Name a command; `fleetsim --help` lists them.')
     .strict()
     .recommendCommands()

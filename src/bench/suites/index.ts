@@ -1,0 +1,4 @@
+import type { BenchSuite } from '../harness.ts'
+
+/** Every benchmark suite, in the order they run. Adding one is one file and one line here. */
+export const SUITES: BenchSuite[] = []
