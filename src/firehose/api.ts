@@ -1,168 +1,386 @@
 import { randomBytes } from 'node:crypto'
-import { FirehoseApiError, inUse, notFound, validation } from './errors.ts'
+import { join } from 'node:path'
+import { FirehoseApiError, inUse, invalidArgument, notFound, slowDown, validation } from './errors.ts'
+import { isValidTimeZone, validatePrefixes } from './layout.ts'
 import {
   ACCOUNT_ID,
   BUFFER_INTERVAL_S,
   BUFFER_SIZE_MB,
+  DESTINATION_ID,
+  FILE_EXTENSION_PATTERN,
   MAX_BATCH_BYTES,
   MAX_BATCH_RECORDS,
+  MAX_PREFIX_CHARS,
   MAX_RECORD_BYTES,
+  MAX_STREAMS,
+  MAX_TAGS,
+  type Quota,
+  SLOW_DOWN,
   STREAM_NAME_PATTERN,
 } from './limits.ts'
+import { seededRandom, TokenBuckets } from './quotas.ts'
 import type { ObjectSink } from './sink.ts'
-import { type CompressionFormat, DeliveryStream, defaultStreamConfig, type StreamConfig } from './stream.ts'
+import {
+  type CompressionFormat,
+  DeliveryStream,
+  defaultStreamConfig,
+  type StreamConfig,
+  type StreamMeta,
+  SUPPORTED_COMPRESSION,
+} from './stream.ts'
+import { type Durability, ENTRY_HEADER_BYTES, StreamLog, sealEntry } from './wal.ts'
 
 type Json = Record<string, unknown>
 
+export interface FirehoseApiOptions {
+  sink: ObjectSink
+  /** Where stream logs live (`<out>/wal`); ignored when durability is `none`. */
+  walDir: string
+  durability: Durability
+  /** The endpoint's clock, ms since epoch. */
+  now: () => number
+  /** How long a stream created through the API stays CREATING, ms (default 0). */
+  creatingMs?: number
+  /** Per-stream quotas; undefined = unlimited. */
+  quota?: Quota
+  /** Probability that each record of a put fails with `Slow down.` (PutRecord: a 503). */
+  failRate?: number
+  /** Probability that a whole put call fails with a 503 ServiceUnavailableException. */
+  errorRate?: number
+  /** Seed of the fault injection; the same seed fails the same records. */
+  seed?: number
+  onError?: (err: unknown) => void
+}
+
+const COMPRESSION_FORMATS = ['UNCOMPRESSED', 'GZIP', 'ZIP', 'Snappy', 'HADOOP_SNAPPY']
+const STREAM_TYPES = ['DirectPut', 'KinesisStreamAsSource', 'MSKAsSource', 'DatabaseAsSource']
+const OTHER_DESTINATIONS = [
+  'RedshiftDestinationConfiguration',
+  'ElasticsearchDestinationConfiguration',
+  'AmazonopensearchserviceDestinationConfiguration',
+  'SplunkDestinationConfiguration',
+  'HttpEndpointDestinationConfiguration',
+  'AmazonOpenSearchServerlessDestinationConfiguration',
+  'SnowflakeDestinationConfiguration',
+  'IcebergDestinationConfiguration',
+]
+const ROLE_ARN = /^arn:.*:iam::\d{12}:role\/[a-zA-Z_0-9+=,.@\-_/]+$/
+const BUCKET_ARN = /^arn:.*:s3:::[\w.-]{1,255}$/
+
 /**
  * The Firehose control and data plane, independent of HTTP: each operation takes the parsed JSON
- * input and returns the JSON output, or throws a FirehoseApiError.
+ * input and resolves to the JSON text of the answer, or throws a FirehoseApiError.
  */
 export class FirehoseApi {
   readonly streams = new Map<string, DeliveryStream>()
+  /** Streams deleted but still delivering what they held. */
+  private readonly closing = new Set<Promise<void>>()
   private recordSeq = 0
-  private readonly recordIdPrefix = randomBytes(12).toString('base64')
+  /** Opaque, unique per record (clients must not parse it); short, because 500 go back per call. */
+  private readonly recordIdPrefix = randomBytes(9).toString('base64').replace(/[+/=]/g, 'A')
+  private readonly random: () => number
+  readonly faults = { failRate: 0, errorRate: 0 }
 
-  constructor(
-    private readonly sink: ObjectSink,
-    private readonly onError: (err: unknown) => void = () => {},
-  ) {}
+  constructor(private readonly opts: FirehoseApiOptions) {
+    this.random = seededRandom(opts.seed ?? 1)
+    this.faults.failRate = opts.failRate ?? 0
+    this.faults.errorRate = opts.errorRate ?? 0
+  }
 
-  /** Creates a stream directly (used by `--create-stream` and the run command). */
-  createStream(name: string, overrides: Partial<StreamConfig> = {}): DeliveryStream {
-    checkName(name)
+  /** Brings back the streams (configuration and unwritten records) logged under `walDir`. */
+  recover(): { streams: number; records: number } {
+    if (this.opts.durability === 'none') return { streams: 0, records: 0 }
+    let records = 0
+    for (const r of StreamLog.recoverAll<StreamMeta>(this.opts.walDir)) {
+      const log = StreamLog.reopen(r.dir, this.opts.durability)
+      const s = new DeliveryStream(r.meta.name, r.meta.config, this.opts.sink, log, {
+        nowMs: this.opts.now(),
+        onError: this.opts.onError,
+        meta: r.meta,
+      })
+      s.restore(r.segments)
+      for (const seg of r.segments) records += seg.records
+      this.attachQuota(s)
+      this.streams.set(s.name, s)
+    }
+    return { streams: this.streams.size, records }
+  }
+
+  /**
+   * Creates a stream directly (`--create-stream`, the run command), ACTIVE at once. A stream that
+   * already exists (recovered from the log) takes the given settings instead.
+   */
+  ensureStream(name: string, overrides: Partial<StreamConfig> = {}): DeliveryStream {
+    const existing = this.streams.get(name)
+    if (existing) {
+      existing.config = { ...existing.config, ...overrides }
+      this.persist(existing)
+      return existing
+    }
+    return this.createStream(name, { ...defaultStreamConfig(), ...overrides }, 0)
+  }
+
+  private createStream(name: string, config: StreamConfig, creatingMs: number): DeliveryStream {
+    checkName(name, 'deliveryStreamName')
     if (this.streams.has(name)) throw inUse(name, ACCOUNT_ID)
-    const stream = new DeliveryStream(
-      name,
-      { ...defaultStreamConfig(), ...overrides },
-      this.sink,
-      this.onError,
-    )
+    const nowMs = this.opts.now()
+    const log =
+      this.opts.durability === 'none'
+        ? undefined
+        : StreamLog.create(
+            join(this.opts.walDir, `${name}.${randomBytes(4).toString('hex')}`),
+            this.opts.durability,
+            {
+              name,
+              config,
+              version: 1,
+              createdAtMs: nowMs,
+              lastUpdatedAtMs: nowMs,
+            } satisfies StreamMeta,
+          )
+    const stream = new DeliveryStream(name, config, this.opts.sink, log, {
+      nowMs,
+      creatingMs,
+      onError: this.opts.onError,
+    })
+    this.attachQuota(stream)
     this.streams.set(name, stream)
     return stream
   }
 
-  handle(operation: string, input: Json, nowMs: number): Json {
+  private attachQuota(s: DeliveryStream): void {
+    if (this.opts.quota) s.quota = new TokenBuckets(this.opts.quota, this.opts.now())
+  }
+
+  private persist(s: DeliveryStream): void {
+    // The settings live beside the records, so that a restart brings the stream back as it was.
+    if (s.logDir) StreamLog.writeMetaTo(s.logDir, s.meta(), this.opts.durability)
+  }
+
+  /** Waits for every stream to deliver what it holds; with `close`, also closes their logs. */
+  async flush(close = false): Promise<void> {
+    const all = [...this.streams.values()].map((s) => (close ? s.close() : s.flush()))
+    await Promise.all([...all, ...this.closing])
+  }
+
+  /** Waits for the deliveries already started, without starting any. */
+  async settle(): Promise<void> {
+    await Promise.all([...[...this.streams.values()].map((s) => s.settled()), ...this.closing])
+  }
+
+  async handle(operation: string, input: Json): Promise<string> {
     switch (operation) {
       case 'PutRecord':
-        return this.putRecord(input, nowMs)
+        return this.putRecord(input)
       case 'PutRecordBatch':
-        return this.putRecordBatch(input, nowMs)
+        return this.putRecordBatch(input)
       case 'CreateDeliveryStream':
-        return this.createDeliveryStream(input)
+        return JSON.stringify(this.createDeliveryStream(input))
       case 'DescribeDeliveryStream':
-        return this.describeDeliveryStream(input)
+        return JSON.stringify(this.describeDeliveryStream(input))
       case 'ListDeliveryStreams':
-        return this.listDeliveryStreams(input)
+        return JSON.stringify(this.listDeliveryStreams(input))
       case 'DeleteDeliveryStream':
-        return this.deleteDeliveryStream(input)
+        return JSON.stringify(this.deleteDeliveryStream(input))
+      case 'UpdateDestination':
+        return JSON.stringify(this.updateDestination(input))
+      case 'TagDeliveryStream':
+        return JSON.stringify(this.tagDeliveryStream(input))
+      case 'UntagDeliveryStream':
+        return JSON.stringify(this.untagDeliveryStream(input))
+      case 'ListTagsForDeliveryStream':
+        return JSON.stringify(this.listTags(input))
       default:
-        throw new FirehoseApiError('UnknownOperationException', `Operation ${operation} is not supported.`)
+        throw new FirehoseApiError(
+          'UnknownOperationException',
+          `Operation ${operation} is not supported by the local endpoint; supported: CreateDeliveryStream, DescribeDeliveryStream, ListDeliveryStreams, DeleteDeliveryStream, UpdateDestination, PutRecord, PutRecordBatch, TagDeliveryStream, UntagDeliveryStream, ListTagsForDeliveryStream.`,
+        )
     }
   }
 
-  private activeStream(input: Json): DeliveryStream {
+  private stream(input: Json): DeliveryStream {
     const name = requireString(input, 'DeliveryStreamName', 'deliveryStreamName')
-    checkName(name)
+    checkName(name, 'deliveryStreamName')
     const stream = this.streams.get(name)
     if (!stream) throw notFound(name, ACCOUNT_ID)
     return stream
   }
 
-  private nextRecordId(): string {
-    return this.recordIdPrefix + (this.recordSeq++).toString(36).padStart(10, '0')
+  /** The stream of a put: it must be ACTIVE (the service refuses puts to other states). */
+  private activeStream(input: Json): DeliveryStream {
+    const s = this.stream(input)
+    const status = s.status(this.opts.now())
+    if (status !== 'ACTIVE') {
+      throw new FirehoseApiError(
+        'ResourceNotFoundException',
+        `Firehose ${s.name} under account ${ACCOUNT_ID} is ${status}, not ACTIVE; wait until DescribeDeliveryStream shows ACTIVE.`,
+      )
+    }
+    return s
   }
 
-  private putRecord(input: Json, nowMs: number): Json {
-    const stream = this.activeStream(input)
+  private nextRecordId(): string {
+    return this.recordIdPrefix + (this.recordSeq++).toString(36)
+  }
+
+  /** Whole-call faults and the requests/s quota, checked before any record is looked at. */
+  private admitCall(s: DeliveryStream, nowMs: number): void {
+    if (this.faults.errorRate > 0 && this.random() < this.faults.errorRate) {
+      s.counters.injectedCallErrors++
+      throw slowDown()
+    }
+    if (s.backlogged) {
+      s.counters.throttledCalls++
+      throw slowDown()
+    }
+    if (s.quota && !s.quota.takeRequest(nowMs)) {
+      s.counters.throttledCalls++
+      throw slowDown()
+    }
+  }
+
+  private async putRecord(input: Json): Promise<string> {
+    const s = this.activeStream(input)
     const record = input['Record']
     if (!isObject(record)) throw validation('null', 'record', 'Member must not be null')
-    const data = decodeData(record['Data'], 'record.data')
-    stream.append([data], nowMs)
-    return { RecordId: this.nextRecordId(), Encrypted: false }
+    const data = record['Data']
+    const size = checkData(data, 'record.data')
+    const entry = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + 4 + size)
+    entry.writeUInt32LE(size, ENTRY_HEADER_BYTES)
+    if (entry.write(data as string, ENTRY_HEADER_BYTES + 4, size, 'base64') !== size)
+      throw badBase64('record.data')
+    const nowMs = this.opts.now()
+    this.admitCall(s, nowMs)
+    if (this.faults.failRate > 0 && this.random() < this.faults.failRate) {
+      s.counters.injectedRecordFailures++
+      throw slowDown()
+    }
+    if (s.quota && !s.quota.takeRecord(size)) {
+      s.counters.throttledRecords++
+      throw slowDown()
+    }
+    await appendAsync(s, sealEntry(entry, nowMs, 1), 1, size)
+    return `{"RecordId":"${this.nextRecordId()}","Encrypted":false}`
   }
 
-  private putRecordBatch(input: Json, nowMs: number): Json {
-    const stream = this.activeStream(input)
+  private async putRecordBatch(input: Json): Promise<string> {
+    const s = this.activeStream(input)
     const records = input['Records']
     if (!Array.isArray(records)) throw validation('null', 'records', 'Member must not be null')
-    if (records.length < 1 || records.length > MAX_BATCH_RECORDS) {
+    const n = records.length
+    if (n < 1 || n > MAX_BATCH_RECORDS) {
       throw validation(
-        `[${records.length} records]`,
+        `[${n} records]`,
         'records',
-        records.length < 1
+        n < 1
           ? 'Member must have length greater than or equal to 1'
           : `Member must have length less than or equal to ${MAX_BATCH_RECORDS}`,
       )
     }
-    const decoded: Buffer[] = new Array(records.length)
+    // Pass 1: shapes and sizes, so that a bad call is refused before anything is accepted.
+    const sizes = new Int32Array(n)
     let total = 0
-    for (let i = 0; i < records.length; i++) {
+    for (let i = 0; i < n; i++) {
       const r = records[i]
       if (!isObject(r)) throw validation('null', `records.${i + 1}.member`, 'Member must not be null')
-      const data = decodeData(r['Data'], `records.${i + 1}.member.data`)
-      total += data.length
-      decoded[i] = data
+      const size = checkData(r['Data'], `records.${i + 1}.member.data`)
+      sizes[i] = size
+      total += size
     }
-    if (total > MAX_BATCH_BYTES)
-      throw new FirehoseApiError('InvalidArgumentException', 'Records size exceeds 4 MB limit')
-    stream.append(decoded, nowMs)
-    const responses = new Array(records.length)
-    for (let i = 0; i < records.length; i++) responses[i] = { RecordId: this.nextRecordId() }
-    return { FailedPutCount: 0, Encrypted: false, RequestResponses: responses }
+    if (total > MAX_BATCH_BYTES) throw invalidArgument('Records size exceeds 4 MB limit')
+    // Pass 2: base64 straight into the log entry (one allocation per call).
+    const entry = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + 4 * n + total)
+    let at = ENTRY_HEADER_BYTES
+    for (let i = 0; i < n; i++) {
+      const size = sizes[i]!
+      entry.writeUInt32LE(size, at)
+      if (entry.write((records[i] as Json)['Data'] as string, at + 4, size, 'base64') !== size) {
+        throw badBase64(`records.${i + 1}.member.data`)
+      }
+      at += 4 + size
+    }
+    const nowMs = this.opts.now()
+    this.admitCall(s, nowMs)
+    // Per-record faults and quotas: failed records answer `Slow down.` in place, the rest are kept.
+    let failed: Uint8Array | undefined
+    let failedCount = 0
+    if (this.faults.failRate > 0 || s.quota) {
+      failed = new Uint8Array(n)
+      for (let i = 0; i < n; i++) {
+        if (this.faults.failRate > 0 && this.random() < this.faults.failRate) {
+          s.counters.injectedRecordFailures++
+        } else if (s.quota && !s.quota.takeRecord(sizes[i]!)) {
+          s.counters.throttledRecords++
+        } else continue
+        failed[i] = 1
+        failedCount++
+      }
+    }
+    if (failedCount < n) {
+      const kept = failedCount === 0 ? entry : compact(entry, failed!, sizes)
+      await appendAsync(s, sealEntry(kept, nowMs, n - failedCount), n - failedCount, sumKept(sizes, failed))
+    }
+    let out = `{"FailedPutCount":${failedCount},"Encrypted":false,"RequestResponses":[`
+    for (let i = 0; i < n; i++) {
+      if (i > 0) out += ','
+      out +=
+        failed?.[i] === 1
+          ? `{"ErrorCode":"${SLOW_DOWN.code}","ErrorMessage":"${SLOW_DOWN.message}"}`
+          : `{"RecordId":"${this.nextRecordId()}"}`
+    }
+    return `${out}]}`
   }
 
   private createDeliveryStream(input: Json): Json {
     const name = requireString(input, 'DeliveryStreamName', 'deliveryStreamName')
+    checkName(name, 'deliveryStreamName')
     const type = input['DeliveryStreamType'] ?? 'DirectPut'
+    if (typeof type !== 'string' || !STREAM_TYPES.includes(type)) {
+      throw validation(
+        String(type),
+        'deliveryStreamType',
+        `Member must satisfy enum value set: [${STREAM_TYPES.join(', ')}]`,
+      )
+    }
     if (type !== 'DirectPut') {
+      throw invalidArgument(
+        `DeliveryStreamType ${type} is not supported by the local endpoint; use DirectPut.`,
+      )
+    }
+    const extended = input['ExtendedS3DestinationConfiguration']
+    const plain = input['S3DestinationConfiguration']
+    const others = OTHER_DESTINATIONS.filter((k) => input[k] !== undefined)
+    const count = (extended !== undefined ? 1 : 0) + (plain !== undefined ? 1 : 0) + others.length
+    if (count !== 1)
+      throw invalidArgument('Exactly one destination configuration is supported for a Firehose')
+    if (others.length) {
+      throw invalidArgument(
+        `${others[0]} is not supported by the local endpoint; use ExtendedS3DestinationConfiguration or S3DestinationConfiguration.`,
+      )
+    }
+    const path = extended !== undefined ? 'extendedS3DestinationConfiguration' : 's3DestinationConfiguration'
+    const dest = (extended ?? plain) as unknown
+    if (!isObject(dest)) throw validation('null', path, 'Member must not be null')
+    if (this.streams.has(name)) throw inUse(name, ACCOUNT_ID)
+    if (this.streams.size >= MAX_STREAMS) {
       throw new FirehoseApiError(
-        'InvalidArgumentException',
-        `DeliveryStreamType ${String(type)} is not supported by the local endpoint; use DirectPut.`,
+        'LimitExceededException',
+        `You have already consumed your firehose quota of ${MAX_STREAMS} hoses.`,
       )
     }
-    const dest = (input['ExtendedS3DestinationConfiguration'] ?? input['S3DestinationConfiguration']) as
-      | Json
-      | undefined
-    if (!isObject(dest)) {
-      throw new FirehoseApiError(
-        'InvalidArgumentException',
-        'Exactly one destination configuration is supported for a Firehose',
-      )
+    const config = destinationConfig(dest, path, defaultStreamConfig(), true)
+    const tags = input['Tags'] === undefined ? {} : readTags(input['Tags'], 'tags', {})
+    const stream = this.createStream(name, config, this.opts.creatingMs ?? 0)
+    if (Object.keys(tags).length) {
+      stream.tags = tags
+      this.persist(stream)
     }
-    const config: Partial<StreamConfig> = {}
-    config.bucketArn = requireString(dest, 'BucketARN', 'extendedS3DestinationConfiguration.bucketARN')
-    config.roleArn = requireString(dest, 'RoleARN', 'extendedS3DestinationConfiguration.roleARN')
-    if (typeof dest['Prefix'] === 'string') config.prefix = dest['Prefix']
-    if (typeof dest['ErrorOutputPrefix'] === 'string') config.errorOutputPrefix = dest['ErrorOutputPrefix']
-    const hints = dest['BufferingHints']
-    if (isObject(hints)) {
-      config.sizeInMBs = intInRange(hints['SizeInMBs'], BUFFER_SIZE_MB, 'bufferingHints.sizeInMBs')
-      config.intervalInSeconds = intInRange(
-        hints['IntervalInSeconds'],
-        BUFFER_INTERVAL_S,
-        'bufferingHints.intervalInSeconds',
-      )
-    }
-    const compression = dest['CompressionFormat'] ?? 'UNCOMPRESSED'
-    if (compression !== 'UNCOMPRESSED' && compression !== 'GZIP') {
-      throw new FirehoseApiError(
-        'InvalidArgumentException',
-        `CompressionFormat ${String(compression)} is not supported by the local endpoint; use UNCOMPRESSED or GZIP.`,
-      )
-    }
-    config.compression = compression as CompressionFormat
-    if (typeof dest['FileExtension'] === 'string') config.fileExtension = dest['FileExtension']
-    const processors = (dest['ProcessingConfiguration'] as Json | undefined)?.['Processors']
-    config.appendDelimiter =
-      Array.isArray(processors) &&
-      processors.some((p) => isObject(p) && p['Type'] === 'AppendDelimiterToRecord')
-    const stream = this.createStream(name, config)
     return { DeliveryStreamARN: stream.arn }
   }
 
   private describeDeliveryStream(input: Json): Json {
-    const s = this.activeStream(input)
+    const s = this.stream(input)
+    if (input['Limit'] !== undefined) intInRange(input['Limit'], { min: 1, max: 10000 }, 'limit')
     const c = s.config
     const s3 = {
       RoleARN: c.roleArn,
@@ -178,24 +396,25 @@ export class FirehoseApi {
       DeliveryStreamDescription: {
         DeliveryStreamName: s.name,
         DeliveryStreamARN: s.arn,
-        DeliveryStreamStatus: s.status,
+        DeliveryStreamStatus: s.status(this.opts.now()),
         DeliveryStreamEncryptionConfiguration: { Status: 'DISABLED' },
         DeliveryStreamType: 'DirectPut',
         VersionId: String(s.version),
-        CreateTimestamp: s.createdAt.getTime() / 1000,
-        LastUpdateTimestamp: s.lastUpdatedAt.getTime() / 1000,
+        CreateTimestamp: s.createdAtMs / 1000,
+        ...(s.version > 1 ? { LastUpdateTimestamp: s.lastUpdatedAtMs / 1000 } : {}),
         Destinations: [
           {
-            DestinationId: 'destinationId-000000000001',
+            DestinationId: DESTINATION_ID,
             S3DestinationDescription: s3,
             ExtendedS3DestinationDescription: {
               ...s3,
-              ...(c.fileExtension !== undefined ? { FileExtension: c.fileExtension } : {}),
               ProcessingConfiguration: c.appendDelimiter
                 ? { Enabled: true, Processors: [{ Type: 'AppendDelimiterToRecord', Parameters: [] }] }
                 : { Enabled: false, Processors: [] },
               S3BackupMode: 'Disabled',
               DataFormatConversionConfiguration: { Enabled: false },
+              ...(c.fileExtension !== undefined ? { FileExtension: c.fileExtension } : {}),
+              ...(c.customTimeZone ? { CustomTimeZone: c.customTimeZone } : {}),
             },
           },
         ],
@@ -207,21 +426,308 @@ export class FirehoseApi {
   private listDeliveryStreams(input: Json): Json {
     const limit =
       input['Limit'] === undefined ? 10 : intInRange(input['Limit'], { min: 1, max: 10000 }, 'limit')
-    const start =
-      typeof input['ExclusiveStartDeliveryStreamName'] === 'string'
-        ? input['ExclusiveStartDeliveryStreamName']
-        : ''
-    const names = [...this.streams.keys()].sort().filter((n) => n > start)
+    const type = input['DeliveryStreamType']
+    if (type !== undefined && (typeof type !== 'string' || !STREAM_TYPES.includes(type))) {
+      throw validation(
+        String(type),
+        'deliveryStreamType',
+        `Member must satisfy enum value set: [${STREAM_TYPES.join(', ')}]`,
+      )
+    }
+    const startRaw = input['ExclusiveStartDeliveryStreamName']
+    let start = ''
+    if (startRaw !== undefined) {
+      if (typeof startRaw !== 'string')
+        throw validation(String(startRaw), 'exclusiveStartDeliveryStreamName', 'Member must be a string')
+      checkName(startRaw, 'exclusiveStartDeliveryStreamName')
+      start = startRaw
+    }
+    const names =
+      type === undefined || type === 'DirectPut'
+        ? [...this.streams.keys()].sort().filter((n) => n > start)
+        : []
     return { DeliveryStreamNames: names.slice(0, limit), HasMoreDeliveryStreams: names.length > limit }
   }
 
   private deleteDeliveryStream(input: Json): Json {
-    const stream = this.activeStream(input)
-    this.streams.delete(stream.name)
-    // Whatever it still buffers is delivered; the service makes no promise here, we keep the data.
-    void stream.flush()
+    const s = this.stream(input)
+    if (s.status(this.opts.now()) === 'CREATING') {
+      throw new FirehoseApiError(
+        'ResourceInUseException',
+        `Firehose ${s.name} under accountId ${ACCOUNT_ID} is CREATING; it can be deleted once ACTIVE.`,
+      )
+    }
+    s.deleting = true
+    this.streams.delete(s.name)
+    // What it still buffers is delivered (the service promises nothing here; we keep the data),
+    // then its log is removed.
+    const done = s.close(true).finally(() => this.closing.delete(done))
+    this.closing.add(done)
     return {}
   }
+
+  private tagDeliveryStream(input: Json): Json {
+    const s = this.stream(input)
+    s.tags = readTags(input['Tags'], 'tags', s.tags)
+    this.persist(s)
+    return {}
+  }
+
+  private untagDeliveryStream(input: Json): Json {
+    const s = this.stream(input)
+    const keys = input['TagKeys']
+    if (!Array.isArray(keys) || keys.length < 1 || keys.length > MAX_TAGS) {
+      throw validation(
+        JSON.stringify(keys ?? null),
+        'tagKeys',
+        `Member must have length between 1 and ${MAX_TAGS}`,
+      )
+    }
+    const tags = { ...s.tags }
+    for (const k of keys) if (typeof k === 'string') delete tags[k]
+    s.tags = tags
+    this.persist(s)
+    return {}
+  }
+
+  private listTags(input: Json): Json {
+    const s = this.stream(input)
+    const limit =
+      input['Limit'] === undefined ? MAX_TAGS : intInRange(input['Limit'], { min: 1, max: MAX_TAGS }, 'limit')
+    const start = typeof input['ExclusiveStartTagKey'] === 'string' ? input['ExclusiveStartTagKey'] : ''
+    const keys = Object.keys(s.tags)
+      .sort()
+      .filter((k) => k > start)
+    return {
+      Tags: keys.slice(0, limit).map((Key) => ({ Key, Value: s.tags[Key] })),
+      HasMoreTags: keys.length > limit,
+    }
+  }
+
+  private updateDestination(input: Json): Json {
+    const s = this.stream(input)
+    const current = requireString(input, 'CurrentDeliveryStreamVersionId', 'currentDeliveryStreamVersionId')
+    if (!/^[0-9]{1,50}$/.test(current)) {
+      throw validation(
+        current,
+        'currentDeliveryStreamVersionId',
+        'Member must satisfy regular expression pattern: [0-9]+',
+      )
+    }
+    const destinationId = requireString(input, 'DestinationId', 'destinationId')
+    if (current !== String(s.version)) {
+      throw new FirehoseApiError(
+        'ConcurrentModificationException',
+        `Cannot update firehose: ${s.name} since the current version id: ${s.version} and specified version id: ${current} do not match; describe the stream and retry with its VersionId.`,
+      )
+    }
+    if (destinationId !== DESTINATION_ID) {
+      throw invalidArgument(
+        `Destination ${destinationId} not found in Firehose ${s.name}; use ${DESTINATION_ID}.`,
+      )
+    }
+    const extended = input['ExtendedS3DestinationUpdate']
+    const plain = input['S3DestinationUpdate']
+    if ((extended === undefined) === (plain === undefined)) {
+      throw invalidArgument(
+        'Exactly one destination update is supported for a Firehose: ExtendedS3DestinationUpdate or S3DestinationUpdate.',
+      )
+    }
+    const path = extended !== undefined ? 'extendedS3DestinationUpdate' : 's3DestinationUpdate'
+    const update = (extended ?? plain) as unknown
+    if (!isObject(update)) throw validation('null', path, 'Member must not be null')
+    const config = destinationConfig(update, path, s.config, false)
+    // Records buffered so far are delivered under the old configuration and version.
+    s.deliver()
+    s.config = config
+    s.version++
+    s.lastUpdatedAtMs = this.opts.now()
+    this.persist(s)
+    return {}
+  }
+}
+
+/** Reads an S3 destination configuration (create) or update onto `base`, validating every member. */
+function destinationConfig(dest: Json, path: string, base: StreamConfig, create: boolean): StreamConfig {
+  const config: StreamConfig = { ...base }
+  const role = dest['RoleARN']
+  if (role !== undefined || create) {
+    const v = requireString(dest, 'RoleARN', `${path}.roleARN`)
+    if (!ROLE_ARN.test(v) || v.length > 512) {
+      throw validation(
+        v,
+        `${path}.roleARN`,
+        'Member must satisfy regular expression pattern: arn:.*:iam::\\d{12}:role/[a-zA-Z_0-9+=,.@\\-_/]+',
+      )
+    }
+    config.roleArn = v
+  }
+  const bucket = dest['BucketARN']
+  if (bucket !== undefined || create) {
+    const v = requireString(dest, 'BucketARN', `${path}.bucketARN`)
+    if (!BUCKET_ARN.test(v) || v.length > 2048) {
+      throw validation(
+        v,
+        `${path}.bucketARN`,
+        'Member must satisfy regular expression pattern: arn:.*:s3:::[\\w\\.\\-]{1,255}',
+      )
+    }
+    config.bucketArn = v
+  }
+  for (const [key, field] of [
+    ['Prefix', 'prefix'],
+    ['ErrorOutputPrefix', 'errorOutputPrefix'],
+  ] as const) {
+    const v = dest[key]
+    if (v === undefined) continue
+    if (typeof v !== 'string') throw validation(String(v), `${path}.${field}`, 'Member must be a string')
+    if (v.length > MAX_PREFIX_CHARS) {
+      throw validation(
+        v,
+        `${path}.${field}`,
+        `Member must have length less than or equal to ${MAX_PREFIX_CHARS}`,
+      )
+    }
+    config[field] = v
+  }
+  validatePrefixes(config.prefix, config.errorOutputPrefix)
+  const hints = dest['BufferingHints']
+  if (hints !== undefined) {
+    if (!isObject(hints))
+      throw validation(String(hints), `${path}.bufferingHints`, 'Member must be an object')
+    if (hints['SizeInMBs'] !== undefined) {
+      config.sizeInMBs = intInRange(hints['SizeInMBs'], BUFFER_SIZE_MB, `${path}.bufferingHints.sizeInMBs`)
+    }
+    if (hints['IntervalInSeconds'] !== undefined) {
+      config.intervalInSeconds = intInRange(
+        hints['IntervalInSeconds'],
+        BUFFER_INTERVAL_S,
+        `${path}.bufferingHints.intervalInSeconds`,
+      )
+    }
+  }
+  const compression = dest['CompressionFormat']
+  if (compression !== undefined) {
+    if (typeof compression !== 'string' || !COMPRESSION_FORMATS.includes(compression)) {
+      throw validation(
+        String(compression),
+        `${path}.compressionFormat`,
+        `Member must satisfy enum value set: [${COMPRESSION_FORMATS.join(', ')}]`,
+      )
+    }
+    if (!SUPPORTED_COMPRESSION.includes(compression as CompressionFormat)) {
+      throw invalidArgument(
+        `CompressionFormat ${compression} is not supported by the local endpoint; use one of ${SUPPORTED_COMPRESSION.join(', ')}.`,
+      )
+    }
+    config.compression = compression as CompressionFormat
+  }
+  const ext = dest['FileExtension']
+  if (ext !== undefined) {
+    if (typeof ext !== 'string' || !FILE_EXTENSION_PATTERN.test(ext)) {
+      throw validation(
+        String(ext),
+        `${path}.fileExtension`,
+        "Member must satisfy regular expression pattern: ^$|\\.[0-9a-z!\\-_.*'()]+",
+      )
+    }
+    config.fileExtension = ext === '' ? undefined : ext
+  }
+  const zone = dest['CustomTimeZone']
+  if (zone !== undefined) {
+    if (typeof zone !== 'string' || !isValidTimeZone(zone)) {
+      throw invalidArgument(
+        `CustomTimeZone '${String(zone)}' is not a valid time zone; use an IANA name such as Asia/Tokyo, or UTC.`,
+      )
+    }
+    config.customTimeZone = zone === 'UTC' ? '' : zone
+  }
+  const processing = dest['ProcessingConfiguration']
+  if (processing !== undefined) {
+    if (!isObject(processing))
+      throw validation(String(processing), `${path}.processingConfiguration`, 'Member must be an object')
+    const processors = Array.isArray(processing['Processors']) ? processing['Processors'] : []
+    const enabled = processing['Enabled'] !== false
+    let delimiter = false
+    for (const p of processors) {
+      const t = isObject(p) ? p['Type'] : undefined
+      if (t === 'AppendDelimiterToRecord') delimiter = true
+      else if (enabled) {
+        throw invalidArgument(
+          `Processor type ${String(t)} is not supported by the local endpoint; only AppendDelimiterToRecord is.`,
+        )
+      }
+    }
+    config.appendDelimiter = enabled && delimiter
+  }
+  for (const key of ['DynamicPartitioningConfiguration', 'DataFormatConversionConfiguration']) {
+    const v = dest[key]
+    if (isObject(v) && v['Enabled'] === true) {
+      throw invalidArgument(`${key} is not supported by the local endpoint; leave it disabled.`)
+    }
+  }
+  return config
+}
+
+/** Reads a `Tags` list onto a copy of `base`; at most MAX_TAGS in all (model: Key 1..128, Value 0..256). */
+function readTags(v: unknown, path: string, base: Record<string, string>): Record<string, string> {
+  if (!Array.isArray(v) || v.length < 1 || v.length > MAX_TAGS) {
+    throw validation(JSON.stringify(v ?? null), path, `Member must have length between 1 and ${MAX_TAGS}`)
+  }
+  const tags = { ...base }
+  v.forEach((t, i) => {
+    const key = isObject(t) ? t['Key'] : undefined
+    const value = isObject(t) ? (t['Value'] ?? '') : undefined
+    if (typeof key !== 'string' || key.length < 1 || key.length > 128) {
+      throw validation(
+        String(key),
+        `${path}.${i + 1}.member.key`,
+        'Member must have length between 1 and 128',
+      )
+    }
+    if (typeof value !== 'string' || value.length > 256) {
+      throw validation(
+        String(value),
+        `${path}.${i + 1}.member.value`,
+        'Member must have length less than or equal to 256',
+      )
+    }
+    tags[key] = value
+  })
+  if (Object.keys(tags).length > MAX_TAGS) {
+    throw new FirehoseApiError(
+      'LimitExceededException',
+      `A Firehose stream can have at most ${MAX_TAGS} tags.`,
+    )
+  }
+  return tags
+}
+
+function appendAsync(s: DeliveryStream, entry: Buffer, count: number, bytes: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    s.append(entry, count, bytes, (err) => (err ? reject(err) : resolve()))
+  })
+}
+
+/** A new entry holding only the records not marked failed. */
+function compact(entry: Buffer, failed: Uint8Array, sizes: Int32Array): Buffer {
+  let size = ENTRY_HEADER_BYTES
+  for (let i = 0; i < sizes.length; i++) if (!failed[i]) size += 4 + sizes[i]!
+  const out = Buffer.allocUnsafe(size)
+  let from = ENTRY_HEADER_BYTES
+  let to = ENTRY_HEADER_BYTES
+  for (let i = 0; i < sizes.length; i++) {
+    const len = 4 + sizes[i]!
+    if (!failed[i]) to += entry.copy(out, to, from, from + len)
+    from += len
+  }
+  return out
+}
+
+function sumKept(sizes: Int32Array, failed: Uint8Array | undefined): number {
+  let sum = 0
+  for (let i = 0; i < sizes.length; i++) if (!failed?.[i]) sum += sizes[i]!
+  return sum
 }
 
 function isObject(v: unknown): v is Json {
@@ -230,25 +736,33 @@ function isObject(v: unknown): v is Json {
 
 function requireString(input: Json, key: string, path: string): string {
   const v = input[key]
-  if (typeof v !== 'string') throw validation('null', path, 'Member must not be null')
+  if (v === undefined || v === null) throw validation('null', path, 'Member must not be null')
+  if (typeof v !== 'string') {
+    throw new FirehoseApiError('SerializationException', `${key} must be a string, got ${JSON.stringify(v)}`)
+  }
   return v
 }
 
-function checkName(name: string): void {
+function checkName(name: string, path: string): void {
   if (!STREAM_NAME_PATTERN.test(name)) {
     throw validation(
       name,
-      'deliveryStreamName',
+      path,
       name.length > 64
         ? 'Member must have length less than or equal to 64'
-        : 'Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+',
+        : name.length === 0
+          ? 'Member must have length greater than or equal to 1'
+          : 'Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+',
     )
   }
 }
 
 function intInRange(v: unknown, range: { min: number; max: number }, path: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v)) {
-    throw new FirehoseApiError('SerializationException', `${path} must be an integer`)
+    throw new FirehoseApiError(
+      'SerializationException',
+      `${path} must be an integer, got ${JSON.stringify(v)}`,
+    )
   }
   if (v < range.min)
     throw validation(String(v), path, `Member must have value greater than or equal to ${range.min}`)
@@ -257,20 +771,26 @@ function intInRange(v: unknown, range: { min: number; max: number }, path: strin
   return v
 }
 
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
+const badBase64 = (path: string) =>
+  new FirehoseApiError(
+    'SerializationException',
+    `Value at '${path}' is not valid base64; base64-encode the record data`,
+  )
 
-function decodeData(v: unknown, path: string): Buffer {
-  if (typeof v !== 'string') throw validation('null', path, 'Member must not be null')
-  if (v.length % 4 !== 0 || !BASE64.test(v)) {
-    throw new FirehoseApiError('SerializationException', `Value at '${path}' is not valid base64`)
-  }
-  const data = Buffer.from(v, 'base64')
-  if (data.length > MAX_RECORD_BYTES) {
+/** The decoded size of a base64 `Data` string, checked against the record limit. */
+function checkData(v: unknown, path: string): number {
+  if (v === undefined || v === null) throw validation('null', path, 'Member must not be null')
+  if (typeof v !== 'string') throw badBase64(path)
+  const len = v.length
+  if (len % 4 !== 0) throw badBase64(path)
+  const pad = len === 0 ? 0 : v.charCodeAt(len - 1) !== 61 ? 0 : v.charCodeAt(len - 2) === 61 ? 2 : 1
+  const size = (len / 4) * 3 - pad
+  if (size > MAX_RECORD_BYTES) {
     throw validation(
-      `java.nio.HeapByteBuffer[pos=0 lim=${data.length} cap=${data.length}]`,
+      `java.nio.HeapByteBuffer[pos=0 lim=${size} cap=${size}]`,
       path,
       `Member must have length less than or equal to ${MAX_RECORD_BYTES}`,
     )
   }
-  return data
+  return size
 }

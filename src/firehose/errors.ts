@@ -27,3 +27,8 @@ export const validation = (value: string, path: string, constraint: string) =>
     'ValidationException',
     `1 validation error detected: Value '${value}' at '${path}' failed to satisfy constraint: ${constraint}`,
   )
+
+export const invalidArgument = (message: string) => new FirehoseApiError('InvalidArgumentException', message)
+
+/** The whole-call answer to a throttled or failed-on-purpose put (HTTP 503; the SDKs retry it). */
+export const slowDown = () => new FirehoseApiError('ServiceUnavailableException', 'Slow down.')

@@ -15,3 +15,34 @@ export const BUFFER_INTERVAL_S = { min: 0, max: 900, default: 300 } as const
 /** The account id the emulator reports in ARNs and messages. */
 export const ACCOUNT_ID = '000000000000'
 export const TARGET_PREFIX = 'Firehose_20150804'
+/** An evaluated S3 prefix is at most 512 characters (s3-prefixes; reference §4.3). */
+export const MAX_EVALUATED_PREFIX_CHARS = 512
+/** `Prefix` and `ErrorOutputPrefix` are at most 1,024 characters (model). */
+export const MAX_PREFIX_CHARS = 1024
+/** `FileExtension` (model: 0..128, `^$|\.[0-9a-z!\-_.*'()]+`). */
+export const FILE_EXTENSION_PATTERN = /^$|^\.[0-9a-z!\-_.*'()]{1,127}$/
+/** The one destination of a stream, as the service names it (reference §1.2, observed). */
+export const DESTINATION_ID = 'destinationId-000000000001'
+/** The per-record error the service answers when a stream is over its throughput (boto/boto3#2804). */
+export const SLOW_DOWN = { code: 'ServiceUnavailableException', message: 'Slow down.' } as const
+
+/** Per-stream Direct PUT quotas: records/s, requests/s, bytes/s. */
+export interface Quota {
+  recordsPerSecond: number
+  requestsPerSecond: number
+  bytesPerSecond: number
+}
+
+/**
+ * Presets mirroring the service's default Direct PUT quotas (limits.md 2023-03; reference §2):
+ * `aws-default` is most regions (100,000 records/s, 1,000 requests/s, 1 MiB/s); `aws-large` is
+ * us-east-1, us-west-2 and eu-west-1 (500,000 records/s, 2,000 requests/s, 5 MiB/s).
+ */
+export const QUOTA_PRESETS: Record<string, Quota> = {
+  'aws-default': { recordsPerSecond: 100_000, requestsPerSecond: 1_000, bytesPerSecond: 1024 * 1024 },
+  'aws-large': { recordsPerSecond: 500_000, requestsPerSecond: 2_000, bytesPerSecond: 5 * 1024 * 1024 },
+}
+/** Delivery streams per account and region (CreateDeliveryStream API doc, 2026 model: 5,000). */
+export const MAX_STREAMS = 5000
+/** Tags per delivery stream (model: Tags list 1..50 per call; TagDeliveryStream docs: 50 per stream). */
+export const MAX_TAGS = 50

@@ -1,4 +1,5 @@
 import type { BenchSuite } from '../harness.ts'
+import { suite as firehose } from './firehose.ts'
 
 /** Every benchmark suite, in the order they run. Adding one is one file and one line here. */
-export const SUITES: BenchSuite[] = []
+export const SUITES: BenchSuite[] = [firehose]

@@ -1,8 +1,12 @@
 import { resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv } from 'yargs'
-import { BUFFER_INTERVAL_S, BUFFER_SIZE_MB } from '../../firehose/limits.ts'
+import { ConfigError } from '../../errors.ts'
+import { BUFFER_INTERVAL_S, BUFFER_SIZE_MB, QUOTA_PRESETS, type Quota } from '../../firehose/limits.ts'
 import { startLocalFirehose } from '../../firehose/server.ts'
-import { checkInt } from '../../units.ts'
+import { type ObjectSink, S3Sink } from '../../firehose/sink.ts'
+import { SUPPORTED_COMPRESSION } from '../../firehose/stream.ts'
+import { DURABILITY_MODES, type Durability } from '../../firehose/wal.ts'
+import { checkInt, parseDurationMs } from '../../units.ts'
 import { onceInterrupted } from '../shared.ts'
 
 export const command = 'firehose'
@@ -16,12 +20,16 @@ export const builder = (y: Argv) =>
       default: '127.0.0.1',
       describe: 'Address to listen on (0.0.0.0 for all)',
     })
-    .option('out', { type: 'string', default: './data', describe: 'Objects go to <out>/s3/<bucket>/<key>' })
+    .option('out', {
+      type: 'string',
+      default: './data',
+      describe: 'Objects go to <out>/s3/<bucket>/<key>; the write-ahead log to <out>/wal',
+    })
     .option('create-stream', {
       type: 'string',
       array: true,
       default: [] as string[],
-      describe: 'Create this delivery stream at start (repeatable)',
+      describe: 'Create this delivery stream at start, ACTIVE at once (repeatable)',
     })
     .option('buffer-interval', {
       type: 'number',
@@ -33,8 +41,90 @@ export const builder = (y: Argv) =>
       default: BUFFER_SIZE_MB.default,
       describe: 'Buffering size of created streams, MiB (1-128)',
     })
+    .option('compression', {
+      type: 'string',
+      default: 'UNCOMPRESSED',
+      choices: SUPPORTED_COMPRESSION as string[],
+      describe: 'CompressionFormat of created streams',
+    })
+    .option('append-delimiter', {
+      type: 'boolean',
+      default: false,
+      describe: 'Created streams add a newline after each record (AppendDelimiterToRecord)',
+    })
+    .option('durability', {
+      type: 'string',
+      default: 'write',
+      choices: DURABILITY_MODES as string[],
+      describe:
+        'Before answering 200: write = in the log (survives kill -9), fsync = on disk (survives power loss), none = memory only',
+    })
+    .option('creating-delay', {
+      type: 'string',
+      default: '0',
+      describe: 'How long streams created through the API stay CREATING: 0, 500ms, 5s',
+    })
+    .option('quota', {
+      type: 'string',
+      default: 'none',
+      choices: ['none', ...Object.keys(QUOTA_PRESETS)],
+      describe:
+        'Per-stream quotas: aws-default = 100,000 records/s, 1,000 requests/s, 1 MiB/s; aws-large = 500,000, 2,000, 5 MiB/s',
+    })
+    .option('quota-records', { type: 'number', describe: 'Per-stream records/s quota (overrides --quota)' })
+    .option('quota-requests', { type: 'number', describe: 'Per-stream requests/s quota (overrides --quota)' })
+    .option('quota-bytes', { type: 'number', describe: 'Per-stream bytes/s quota (overrides --quota)' })
+    .option('fail-rate', {
+      type: 'number',
+      default: 0,
+      describe: 'Probability (0-1) that each record fails with ServiceUnavailableException "Slow down."',
+    })
+    .option('error-rate', {
+      type: 'number',
+      default: 0,
+      describe: 'Probability (0-1) that a whole put call fails with a 503 ServiceUnavailableException',
+    })
+    .option('seed', { type: 'number', default: 1, describe: 'Seed of --fail-rate and --error-rate' })
+    .option('s3-endpoint', {
+      type: 'string',
+      describe: 'Write objects to this S3-compatible server (e.g. MinIO) instead of <out>/s3',
+    })
+    .option('s3-region', { type: 'string', default: 'us-east-1', describe: 'Region of --s3-endpoint' })
+    .option('s3-path-style', {
+      type: 'boolean',
+      default: true,
+      describe: 'Path-style S3 addressing (--no-s3-path-style for virtual-hosted style)',
+    })
 
 type Args = ArgumentsCamelCase<Awaited<ReturnType<typeof builder>['argv']>>
+
+function checkRate(value: number, name: string): number {
+  if (!(value >= 0 && value <= 1)) {
+    throw new ConfigError(
+      'FLEETSIM_OUT_OF_RANGE',
+      `${name} '${value}' must be a probability from 0 to 1, e.g. 0.2`,
+    )
+  }
+  return value
+}
+
+function quotaFrom(args: Args): Quota | undefined {
+  const base = args.quota === 'none' ? undefined : QUOTA_PRESETS[args.quota]
+  const overrides: Array<[keyof Quota, number | undefined, string]> = [
+    ['recordsPerSecond', args.quotaRecords, '--quota-records'],
+    ['requestsPerSecond', args.quotaRequests, '--quota-requests'],
+    ['bytesPerSecond', args.quotaBytes, '--quota-bytes'],
+  ]
+  if (!base && overrides.every(([, v]) => v === undefined)) return undefined
+  const quota: Quota = { ...(base ?? { recordsPerSecond: 0, requestsPerSecond: 0, bytesPerSecond: 0 }) }
+  for (const [key, v, name] of overrides) {
+    if (v === undefined) continue
+    if (!(v > 0))
+      throw new ConfigError('FLEETSIM_OUT_OF_RANGE', `${name} '${v}' must be a positive number per second`)
+    quota[key] = v
+  }
+  return quota
+}
 
 export async function handler(args: Args): Promise<void> {
   const port = checkInt(args.port, '--port', 0, 65535)
@@ -45,14 +135,39 @@ export async function handler(args: Args): Promise<void> {
     BUFFER_INTERVAL_S.max,
   )
   const sizeInMBs = checkInt(args.bufferSize, '--buffer-size', BUFFER_SIZE_MB.min, BUFFER_SIZE_MB.max)
+  const failRate = checkRate(args.failRate, '--fail-rate')
+  const errorRate = checkRate(args.errorRate, '--error-rate')
+  const creatingMs = parseDurationMs(args.creatingDelay, '--creating-delay')
+  const quota = quotaFrom(args)
   const out = resolve(args.out)
+  const sink: ObjectSink | undefined = args.s3Endpoint
+    ? new S3Sink({ endpoint: args.s3Endpoint, region: args.s3Region, forcePathStyle: args.s3PathStyle })
+    : undefined
   const fh = await startLocalFirehose({
     outDir: out,
     port,
     host: args.host,
-    createStreams: args.createStream.map((name) => ({ name, intervalInSeconds, sizeInMBs })),
+    ...(sink ? { sink } : {}),
+    durability: args.durability as Durability,
+    creatingMs,
+    quota,
+    failRate,
+    errorRate,
+    seed: args.seed,
+    createStreams: args.createStream.map((name) => ({
+      name,
+      intervalInSeconds,
+      sizeInMBs,
+      compression: args.compression as 'UNCOMPRESSED' | 'GZIP',
+      appendDelimiter: args.appendDelimiter,
+    })),
     onError: (err) => console.error(`firehose: ${err instanceof Error ? err.message : String(err)}`),
   })
+  if (fh.recovered.streams > 0) {
+    console.log(
+      `recovered ${fh.recovered.streams} streams with ${fh.recovered.records} unwritten records from ${out}/wal`,
+    )
+  }
   console.log(`fleetsim firehose listening on ${fh.url}; objects under ${fh.objectsLocation}`)
   const signal = onceInterrupted()
   await signal.promise
