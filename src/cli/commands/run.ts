@@ -74,6 +74,7 @@ export async function handler(args: Args): Promise<void> {
     topics: ['fleet/#'],
     stream: args.stream,
     endpoint: firehose.url,
+    spoolDir: resolve(out, 'spool'),
     onError: onError('bridge'),
   })
   const total = devices.reduce((s, d) => s + d.count, 0)
