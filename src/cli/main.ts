@@ -6,6 +6,7 @@ import * as broker from './commands/broker.ts'
 import * as devices from './commands/devices.ts'
 import * as firehose from './commands/firehose.ts'
 import * as run from './commands/run.ts'
+import * as verify from './commands/verify.ts'
 
 /** Thrown by yargs' fail handler so that main() can print one clear line and pick the exit code. */
 class UsageError extends FleetsimError {}
@@ -20,6 +21,7 @@ export function buildCli(argv: string[]): Argv {
     .command(broker)
     .command(bridge)
     .command(firehose)
+    .command(verify)
     .command(bench)
     .demandCommand(1, 'Name a command; `fleetsim --help` lists them.')
     .strict()

@@ -28,7 +28,7 @@ import {
   type StreamMeta,
   SUPPORTED_COMPRESSION,
 } from './stream.ts'
-import { type Durability, ENTRY_HEADER_BYTES, StreamLog, sealEntry } from './wal.ts'
+import { type Durability, ENTRY_HEADER_BYTES, forEachRecord, StreamLog, sealEntry } from './wal.ts'
 
 type Json = Record<string, unknown>
 
@@ -75,6 +75,8 @@ export class FirehoseApi {
   readonly streams = new Map<string, DeliveryStream>()
   /** Streams deleted but still delivering what they held. */
   private readonly closing = new Set<Promise<void>>()
+  /** Called with the records of each accepted put, for latency measurement by the run command. */
+  onAccepted?: (stream: string, records: readonly Buffer[], nowMs: number) => void
   private recordSeq = 0
   /** Opaque, unique per record (clients must not parse it); short, because 500 go back per call. */
   private readonly recordIdPrefix = randomBytes(9).toString('base64').replace(/[+/=]/g, 'A')
@@ -260,6 +262,7 @@ export class FirehoseApi {
       throw slowDown()
     }
     await appendAsync(s, sealEntry(entry, nowMs, 1), 1, size)
+    if (this.onAccepted) this.onAccepted(s.name, entryRecords(entry), nowMs)
     return `{"RecordId":"${this.nextRecordId()}","Encrypted":false}`
   }
 
@@ -319,6 +322,7 @@ export class FirehoseApi {
     if (failedCount < n) {
       const kept = failedCount === 0 ? entry : compact(entry, failed!, sizes)
       await appendAsync(s, sealEntry(kept, nowMs, n - failedCount), n - failedCount, sumKept(sizes, failed))
+      if (this.onAccepted) this.onAccepted(s.name, entryRecords(kept), nowMs)
     }
     let out = `{"FailedPutCount":${failedCount},"Encrypted":false,"RequestResponses":[`
     for (let i = 0; i < n; i++) {
@@ -710,6 +714,13 @@ function appendAsync(s: DeliveryStream, entry: Buffer, count: number, bytes: num
 }
 
 /** A new entry holding only the records not marked failed. */
+/** Views of the records of a log entry (no copies), for the onAccepted hook. */
+function entryRecords(entry: Buffer): Buffer[] {
+  const out: Buffer[] = []
+  forEachRecord(entry, (start, end) => out.push(entry.subarray(start, end)))
+  return out
+}
+
 function compact(entry: Buffer, failed: Uint8Array, sizes: Int32Array): Buffer {
   let size = ENTRY_HEADER_BYTES
   for (let i = 0; i < sizes.length; i++) if (!failed[i]) size += 4 + sizes[i]!

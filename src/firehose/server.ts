@@ -55,6 +55,8 @@ export interface LocalFirehoseOptions {
   /** Seed of the fault injection (default 1). */
   seed?: number
   onError?: (err: unknown) => void
+  /** Called with the records of each accepted put (the run command measures publish → acceptance). */
+  onAccepted?: FirehoseApi['onAccepted']
 }
 
 export interface LocalFirehose {
@@ -107,6 +109,7 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     seed: opts.seed,
     onError: opts.onError,
   })
+  api.onAccepted = opts.onAccepted
   const recovered = api.recover()
   for (const { name, ...config } of opts.createStreams ?? []) api.ensureStream(name, config)
   const counters = { requests: 0, errors: 0 }

@@ -1,0 +1,72 @@
+import type { Sample } from '../metrics/run-metrics.ts'
+import { n } from './shared.ts'
+
+export interface ProgressOutput {
+  write(text: string): unknown
+  isTTY?: boolean
+}
+
+/** Seconds between plain log lines when the output is not a terminal (a CI log stays readable). */
+const LOG_EVERY_S = 5
+
+/**
+ * Shows a run's progress. On a terminal it redraws one block in place once a second; otherwise it
+ * writes one plain line every LOG_EVERY_S seconds (and on done()).
+ *
+ * @example const p = createProgress(process.stdout, 100); p.update(metrics.sample(Date.now())); p.done()
+ */
+export function createProgress(out: ProgressOutput, targetDevices: number) {
+  let drawnLines = 0
+  let lastLogS = Number.NEGATIVE_INFINITY
+  let last: Sample | undefined
+  return {
+    update(s: Sample): void {
+      last = s
+      if (out.isTTY) {
+        const lines = block(s, targetDevices)
+        // Move to the start of the previous block and clear to the end of the screen, then redraw.
+        out.write(`${drawnLines ? `\x1b[${drawnLines}F\x1b[J` : ''}${lines.join('\n')}\n`)
+        drawnLines = lines.length
+      } else if (s.tS - lastLogS >= LOG_EVERY_S) {
+        out.write(`${line(s, targetDevices)}\n`)
+        lastLogS = s.tS
+      }
+    },
+    /** Something else was written to the terminal (the Ctrl-C notice): draw the next block below it. */
+    interrupted(): void {
+      drawnLines = 0
+    },
+    /** Leaves the last figures on screen (or logs them once more). */
+    done(): void {
+      if (last && !out.isTTY && last.tS !== lastLogS) out.write(`${line(last, targetDevices)}\n`)
+    },
+  }
+}
+
+const ms = (v: number | null) => (v === null ? '-' : `${n(v)} ms`)
+
+/** One plain log line. */
+export function line(s: Sample, target: number): string {
+  return (
+    `[${String(Math.round(s.tS)).padStart(4)}s] devices ${n(s.connected)}/${n(target)} · published ${n(s.published)} (${n(s.publishRate)}/s)` +
+    ` · relayed ${n(s.relayed)} (${n(s.relayRate)}/s) · buffered ${n(s.buffered)} · objects ${n(s.objectsWritten)}` +
+    ` · errors ${n(s.errors)} · latency p50 ${ms(s.acceptP50Ms)} p99 ${ms(s.acceptP99Ms)}`
+  )
+}
+
+function block(s: Sample, target: number): string[] {
+  const bar = (done: number, total: number, width = 24) => {
+    const f = total > 0 ? Math.min(1, done / total) : 0
+    return `${'█'.repeat(Math.round(f * width))}${'░'.repeat(width - Math.round(f * width))}`
+  }
+  return [
+    `  elapsed    ${Math.round(s.tS)}s`,
+    `  devices    ${bar(s.connected, target)} ${n(s.connected)}/${n(target)} connected`,
+    `  publish    ${n(s.publishRate)}/s   (${n(s.published)} total)`,
+    `  relay      ${n(s.relayRate)}/s   (${n(s.relayed)} total)`,
+    `  buffered   ${n(s.buffered)}`,
+    `  objects    ${n(s.objectsWritten)}   (${n(s.recordsWritten)} records)`,
+    `  errors     ${n(s.errors)}`,
+    `  latency    p50 ${ms(s.acceptP50Ms)} · p99 ${ms(s.acceptP99Ms)}   (publish → Firehose acceptance, last second)`,
+  ]
+}

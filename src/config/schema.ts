@@ -1,0 +1,316 @@
+/**
+ * The one configuration schema of `fleetsim run`: every setting with its type, default, reason and
+ * the flag that overrides it. The scenario JSON Schema (devices/scenarios/scenario.schema.json) is
+ * generated from this table (`scenarioJsonSchema()`), and a test keeps the shipped file equal to it.
+ *
+ * Adding a setting is one line in a section below (and, if it has a flag, one option in run.ts).
+ * Units are in the names where the value is a plain number (`lingerMs`, `bufferIntervalS`); values
+ * of kind `duration` and `rate` are written with their unit (`30s`, `5/s`).
+ */
+
+export type FieldKind =
+  | { type: 'string'; pattern?: string; examples?: string[] }
+  | { type: 'integer'; min?: number; max?: number }
+  | { type: 'number'; min?: number; max?: number }
+  | { type: 'boolean' }
+  | { type: 'enum'; values: readonly (string | number)[] }
+  | { type: 'duration' }
+  | { type: 'rate' }
+  | { type: 'fleet' }
+  | { type: 'strings' }
+
+export type Field = FieldKind & {
+  /** Default value as written in a scenario file; undefined = not set. */
+  default?: unknown
+  describe: string
+  /** The `fleetsim run` flag that overrides it. */
+  flag?: string
+}
+
+export const SCENARIO_SCHEMA = {
+  broker: {
+    url: {
+      type: 'string',
+      default: 'embedded',
+      examples: ['embedded', 'mqtt://127.0.0.1:1883'],
+      describe: "'embedded' starts an aedes broker in the process; an mqtt:// URL uses that broker",
+      flag: 'broker',
+    },
+    port: {
+      type: 'integer',
+      min: 0,
+      max: 65535,
+      default: 0,
+      describe: 'Embedded broker TCP port; 0 = any free port',
+      flag: 'port',
+    },
+  },
+  fleet: {
+    devices: {
+      type: 'fleet',
+      default: 'person:100',
+      describe: 'Fleet mix: "model:count,…", a map {model: count}, or a list of {model, count}',
+      flag: 'devices',
+    },
+    rate: {
+      type: 'rate',
+      default: '1',
+      describe: 'Messages per device per second: 1, 0.2, 5/s, 1/m, 30/h',
+      flag: 'rate',
+    },
+    rampUp: {
+      type: 'duration',
+      default: '0s',
+      describe: 'Time over which devices connect (passed to the fleet runner as rampUpMs)',
+      flag: 'ramp-up',
+    },
+    duration: {
+      type: 'duration',
+      default: '30s',
+      describe: 'How long devices publish: 30s, 5m, 1h; 0 = until Ctrl-C',
+      flag: 'duration',
+    },
+    qos: {
+      type: 'enum',
+      values: [0, 1, 2],
+      default: 1,
+      describe: 'MQTT QoS of device publishes',
+      flag: 'qos',
+    },
+    seed: {
+      type: 'integer',
+      default: 1,
+      describe: 'Seed of every device model: the same seed gives the same data',
+      flag: 'seed',
+    },
+  },
+  bridge: {
+    topics: {
+      type: 'strings',
+      default: ['fleet/#'],
+      describe: 'MQTT topic filters the bridge subscribes to',
+      flag: 'topic',
+    },
+    lingerMs: {
+      type: 'integer',
+      min: 0,
+      max: 60_000,
+      default: 200,
+      describe: 'How long a partial batch may wait for more records before it is sent',
+    },
+    maxInFlightCalls: {
+      type: 'integer',
+      min: 1,
+      max: 1000,
+      default: 4,
+      describe: 'PutRecordBatch calls in flight at once',
+    },
+  },
+  firehose: {
+    mode: {
+      type: 'enum',
+      values: ['local', 'aws'],
+      default: 'local',
+      describe: "'local' runs the local Firehose endpoint; 'aws' sends to a real delivery stream",
+      flag: 'firehose',
+    },
+    stream: {
+      type: 'string',
+      pattern: '^[a-zA-Z0-9_.-]{1,64}$',
+      default: 'fleet-telemetry',
+      describe: 'Delivery stream name',
+      flag: 'stream',
+    },
+    region: {
+      type: 'string',
+      describe: 'AWS region (mode aws); default from AWS_REGION, then the AWS config chain',
+      flag: 'region',
+    },
+    port: {
+      type: 'integer',
+      min: 0,
+      max: 65535,
+      default: 4573,
+      describe: 'Local Firehose HTTP port; 0 = any free port',
+      flag: 'firehose-port',
+    },
+    out: {
+      type: 'string',
+      default: './data',
+      describe: 'Local objects go to <out>/s3/<bucket>/<key>; run manifests to <out>/runs/<id>/',
+      flag: 'out',
+    },
+    // Range of the real service's BufferingHints (reference §1.2: IntervalInSeconds 0..900, SizeInMBs 1..128).
+    bufferIntervalS: {
+      type: 'integer',
+      min: 0,
+      max: 900,
+      default: 5,
+      describe: 'Buffering interval, seconds (0-900); short so that objects appear during a run',
+      flag: 'buffer-interval',
+    },
+    bufferSizeMB: {
+      type: 'integer',
+      min: 1,
+      max: 128,
+      default: 5,
+      describe: 'Buffering size, MiB (1-128)',
+      flag: 'buffer-size',
+    },
+  },
+  verify: {
+    enabled: {
+      type: 'boolean',
+      default: true,
+      describe: 'Read the delivered objects back at the end and match every (deviceId, seq)',
+      flag: 'verify',
+    },
+    from: {
+      type: 'string',
+      pattern: '^s3://[^/]+',
+      examples: ['s3://my-bucket/prefix/'],
+      describe: 'Where to read objects back in mode aws: s3://bucket/prefix',
+      flag: 'verify-from',
+    },
+    s3Endpoint: {
+      type: 'string',
+      describe: 'S3-compatible endpoint URL for --verify-from (default: AWS)',
+      flag: 's3-endpoint',
+    },
+    wait: {
+      type: 'duration',
+      describe: 'How long to keep re-reading until every record is found (default 0s local, 6m aws)',
+      flag: 'verify-wait',
+    },
+  },
+  thresholds: {
+    maxLoss: {
+      type: 'number',
+      min: 0,
+      default: 0,
+      describe: 'Most records that may be lost (not found in any object)',
+      flag: 'max-loss',
+    },
+    maxP99Ms: {
+      type: 'number',
+      min: 0,
+      describe: 'Highest p99 latency allowed, ms (of the latency named by p99Of)',
+      flag: 'max-p99-ms',
+    },
+    p99Of: {
+      type: 'enum',
+      values: ['accepted', 'written'],
+      default: 'accepted',
+      describe: 'Which latency maxP99Ms checks: publish → Firehose acceptance, or publish → object written',
+      flag: 'p99-of',
+    },
+    minRate: {
+      type: 'number',
+      min: 0,
+      describe: 'Lowest average publish rate allowed, messages/s over the whole fleet',
+      flag: 'min-rate',
+    },
+  },
+  report: {
+    json: { type: 'string', describe: 'Write the JSON report here', flag: 'report' },
+    html: { type: 'string', describe: 'Write the HTML report here', flag: 'report' },
+  },
+  metrics: {
+    port: {
+      type: 'integer',
+      min: 0,
+      max: 65535,
+      describe: 'Serve Prometheus metrics on http://127.0.0.1:<port>/metrics; 0 = any free port',
+      flag: 'metrics-port',
+    },
+  },
+} as const satisfies Record<string, Record<string, Field>>
+
+/** Top-level keys that are not sections. */
+export const SCENARIO_META = {
+  $schema: { type: 'string', describe: 'Path or URL of scenario.schema.json, for editor completion' },
+  name: { type: 'string', describe: 'Name of the scenario, shown in reports' },
+  description: { type: 'string', describe: 'What the scenario shows' },
+} as const satisfies Record<string, Field>
+
+/** The JSON Schema (draft 2020-12) of a scenario file, generated from the table above. */
+export function scenarioJsonSchema(): Record<string, unknown> {
+  const properties: Record<string, unknown> = {}
+  for (const [key, f] of Object.entries(SCENARIO_META)) properties[key] = fieldSchema(f)
+  for (const [section, fields] of Object.entries(SCENARIO_SCHEMA)) {
+    properties[section] = {
+      type: 'object',
+      additionalProperties: false,
+      properties: Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, fieldSchema(f)])),
+    }
+  }
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: 'urn:fleetsim:scenario',
+    title: 'fleetsim scenario',
+    description: 'A fleetsim load-test scenario: `fleetsim run --scenario <file>`. Flags override it.',
+    type: 'object',
+    additionalProperties: false,
+    properties,
+  }
+}
+
+const DURATION_PATTERN = '^\\d+(\\.\\d+)?(ms|s|m|h)?$'
+const RATE_PATTERN = '^\\d+(\\.\\d+)?(/(s|m|h))?$'
+
+function fieldSchema(f: Field): Record<string, unknown> {
+  const base: Record<string, unknown> = { description: f.describe }
+  if (f.default !== undefined) base['default'] = f.default
+  switch (f.type) {
+    case 'string':
+      return { type: 'string', ...(f.pattern ? { pattern: f.pattern } : {}), ...base }
+    case 'integer':
+    case 'number':
+      return {
+        type: f.type,
+        ...(f.min !== undefined ? { minimum: f.min } : {}),
+        ...(f.max !== undefined ? { maximum: f.max } : {}),
+        ...base,
+      }
+    case 'boolean':
+      return { type: 'boolean', ...base }
+    case 'enum':
+      return { enum: f.values, ...base }
+    case 'duration':
+      return {
+        anyOf: [
+          { type: 'string', pattern: DURATION_PATTERN },
+          { type: 'number', minimum: 0 },
+        ],
+        ...base,
+      }
+    case 'rate':
+      return {
+        anyOf: [
+          { type: 'string', pattern: RATE_PATTERN },
+          { type: 'number', exclusiveMinimum: 0 },
+        ],
+        ...base,
+      }
+    case 'strings':
+      return { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, ...base }
+    case 'fleet':
+      return {
+        anyOf: [
+          { type: 'string', pattern: '^[a-zA-Z][\\w-]*(:\\d+)?(\\s*,\\s*[a-zA-Z][\\w-]*(:\\d+)?)*$' },
+          { type: 'object', additionalProperties: { type: 'integer', minimum: 1 }, minProperties: 1 },
+          {
+            type: 'array',
+            minItems: 1,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['model', 'count'],
+              properties: { model: { type: 'string' }, count: { type: 'integer', minimum: 1 } },
+            },
+          },
+        ],
+        ...base,
+      }
+  }
+}

@@ -1,0 +1,193 @@
+import type { Sample } from '../metrics/run-metrics.ts'
+import type { RunReport } from './report.ts'
+
+/**
+ * Renders the report as one self-contained HTML page: no script, no external URL; charts are inline
+ * SVG drawn here from the once-a-second series, so the page opens anywhere, even offline.
+ *
+ * @example await writeFile('run.html', renderHtmlReport(report))
+ */
+export function renderHtmlReport(r: RunReport): string {
+  const s = r.summary
+  const v =
+    'skipped' in r.verification && r.verification.skipped
+      ? undefined
+      : (r.verification as Exclude<RunReport['verification'], { skipped: string }>)
+  const rows: Array<[string, string]> = [
+    ['devices', fmt(s.devices)],
+    [
+      'messages published',
+      `${fmt(s.published)}${s.publishErrors ? ` (${fmt(s.publishErrors)} publish errors)` : ''}`,
+    ],
+    ['publish rate', `${fmt(s.publishRate, 1)} msg/s over ${fmt(r.publishDurationS, 1)} s`],
+    ['relayed by the bridge', fmt(s.relayedByBridge)],
+    ['accepted by Firehose', s.acceptedByFirehose === null ? 'n/a (real AWS)' : fmt(s.acceptedByFirehose)],
+    ['objects written', s.objectsWritten === null ? 'n/a (real AWS)' : fmt(s.objectsWritten)],
+    ['errors', fmt(s.errors)],
+  ]
+  if (v) {
+    rows.push(
+      [
+        'records found in objects',
+        `${fmt(v.found)} of ${fmt(v.expected)} expected (${fmt(v.objects)} object${v.objects === 1 ? '' : 's'} read from ${v.source})`,
+      ],
+      ['lost / duplicated / out of order', `${fmt(v.lost)} / ${fmt(v.duplicates)} / ${fmt(v.outOfOrder)}`],
+    )
+  } else rows.push(['verification', `skipped: ${r.verification.skipped ?? ''}`])
+  rows.push(
+    ['latency publish → accepted', latency(r.latency.acceptedMs)],
+    ['latency publish → object written', latency(r.latency.writtenMs)],
+  )
+  const ranges = v
+    ? [
+        ...v.lostRanges.map((x) => `lost ${x}`),
+        ...v.duplicateRanges.map((x) => `duplicated ${x}`),
+        ...v.outOfOrderRanges.map((x) => `out of order ${x}`),
+      ]
+    : []
+  const title = `fleetsim run ${r.scenario.name ?? r.runId}`
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<style>
+  body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 960px; color: #1b1f24; padding: 0 16px; }
+  h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
+  .sub { color: #57606a; margin: 0 0 16px; }
+  .result { display: inline-block; padding: 4px 12px; border-radius: 6px; font-weight: 600; color: #fff; }
+  .ok { background: #1a7f37; } .failed { background: #cf222e; }
+  table { border-collapse: collapse; width: 100%; } td, th { text-align: left; padding: 5px 8px; border-bottom: 1px solid #d8dee4; vertical-align: top; }
+  th { color: #57606a; font-weight: 500; width: 38%; } td.num { font-variant-numeric: tabular-nums; }
+  .chart { margin: 8px 0 16px; } .chart svg { width: 100%; height: auto; background: #fff; border: 1px solid #d8dee4; border-radius: 6px; }
+  .legend { font-size: 12px; color: #57606a; } .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: 5px; }
+  code { font: 12px ui-monospace, monospace; } ul.ranges { columns: 2; font: 12px ui-monospace, monospace; }
+</style>
+</head>
+<body>
+<h1>${esc(title)}</h1>
+<p class="sub">${esc(r.scenario.description ?? '')} ${esc(r.startedAt)} → ${esc(r.endedAt)} · run id <code>${esc(r.runId)}</code>${r.scenario.path ? ` · scenario <code>${esc(r.scenario.path)}</code>` : ''}</p>
+<p><span class="result ${r.result.ok ? 'ok' : 'failed'}">${r.result.ok ? 'PASSED' : 'FAILED'}</span> ${esc(r.result.failed.join('; '))}</p>
+<h2>Summary</h2>
+<table id="summary">${rows.map(([k, val]) => `<tr><th>${esc(k)}</th><td class="num">${esc(val)}</td></tr>`).join('')}</table>
+<h2>Thresholds</h2>
+<table id="thresholds">${r.thresholds.length ? r.thresholds.map((t) => `<tr><th>${esc(t.name)} ${esc(String(t.limit))}</th><td>${t.ok ? '✔' : '✘'} ${esc(t.message)}</td></tr>`).join('') : '<tr><td>none set</td></tr>'}</table>
+${ranges.length ? `<h2>Ranges</h2><ul class="ranges">${ranges.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : ''}
+<h2>Rates over the run (messages/s)</h2>
+${chart('rates', r.series, [
+  { key: 'publishRate', label: 'published', color: '#0969da' },
+  { key: 'relayRate', label: 'relayed by the bridge', color: '#8250df' },
+])}
+<h2>Records so far: published, accepted by Firehose, written to objects</h2>
+${chart('records', r.series, [
+  { key: 'published', label: 'published', color: '#0969da' },
+  { key: 'accepted', label: 'accepted by Firehose', color: '#8250df' },
+  { key: 'recordsWritten', label: 'written to objects', color: '#1a7f37' },
+])}
+<h2>Latency publish → Firehose acceptance (ms, per second)</h2>
+${chart('latency', r.series, [
+  { key: 'acceptP50Ms', label: 'p50', color: '#0969da' },
+  { key: 'acceptP99Ms', label: 'p99', color: '#cf222e' },
+])}
+<h2>Devices connected and records buffered</h2>
+${chart('state', r.series, [
+  { key: 'connected', label: 'devices connected', color: '#0969da' },
+  { key: 'buffered', label: 'records buffered (bridge + Firehose)', color: '#bc4c00' },
+])}
+</body>
+</html>
+`
+}
+
+interface Line {
+  key: keyof Sample
+  label: string
+  color: string
+}
+
+const W = 900
+const H = 240
+const M = { left: 62, right: 16, top: 12, bottom: 30 }
+
+/** One line chart as inline SVG: a polyline per series (gaps where a value is null), axes with round ticks. */
+function chart(id: string, series: Sample[], lines: Line[]): string {
+  const xs = series.map((p) => p.tS)
+  const xMax = Math.max(1, ...xs)
+  const values = lines
+    .flatMap((l) => series.map((p) => p[l.key] as number | null))
+    .filter((x): x is number => x !== null)
+  // Round ticks: a step of 1, 2, 2.5 or 5 × 10^k giving about four intervals.
+  const rawMax = Math.max(1, ...values)
+  const step = niceStep(rawMax / 4)
+  const yMax = Math.ceil(rawMax / step - 1e-9) * step
+  const x = (t: number) => M.left + (t / xMax) * (W - M.left - M.right)
+  const y = (val: number) => H - M.bottom - (val / yMax) * (H - M.top - M.bottom)
+  const yTicks = Array.from({ length: Math.round(yMax / step) + 1 }, (_, i) => i * step)
+  const xTicks = ticks(xMax)
+  const grid = [
+    ...yTicks.map(
+      (t) =>
+        `<line x1="${M.left}" x2="${W - M.right}" y1="${y(t).toFixed(1)}" y2="${y(t).toFixed(1)}" stroke="#eaeef2"/>` +
+        `<text x="${M.left - 6}" y="${(y(t) + 4).toFixed(1)}" text-anchor="end" font-size="11" fill="#57606a">${fmt(t, 1)}</text>`,
+    ),
+    ...xTicks.map(
+      (t) =>
+        `<text x="${x(t).toFixed(1)}" y="${H - 10}" text-anchor="middle" font-size="11" fill="#57606a">${t}s</text>`,
+    ),
+    `<line x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" stroke="#8c959f"/>`,
+    `<line x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${H - M.bottom}" stroke="#8c959f"/>`,
+  ]
+  const paths = lines.flatMap((l) =>
+    segments(series, l.key).map(
+      (seg) =>
+        `<polyline class="series" data-series="${esc(l.label)}" fill="none" stroke="${l.color}" stroke-width="2" stroke-linejoin="round" points="${seg
+          .map((p) => `${x(p.tS).toFixed(1)},${y(p.v).toFixed(1)}`)
+          .join(' ')}"/>`,
+    ),
+  )
+  const empty =
+    values.length === 0
+      ? `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#57606a">no data</text>`
+      : ''
+  return `<div class="chart" id="chart-${id}"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(lines.map((l) => l.label).join(', '))}">${grid.join('')}${paths.join('')}${empty}</svg>
+<div class="legend">${lines.map((l) => `<span><i style="background:${l.color}"></i>${esc(l.label)}</span>`).join('')}</div></div>`
+}
+
+function segments(series: Sample[], key: keyof Sample): Array<Array<{ tS: number; v: number }>> {
+  const out: Array<Array<{ tS: number; v: number }>> = []
+  let cur: Array<{ tS: number; v: number }> = []
+  for (const p of series) {
+    const v = p[key] as number | null
+    if (v === null) {
+      if (cur.length) out.push(cur)
+      cur = []
+    } else cur.push({ tS: p.tS, v })
+  }
+  if (cur.length) out.push(cur)
+  return out
+}
+
+function niceStep(v: number): number {
+  const p = 10 ** Math.floor(Math.log10(v))
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p
+  return 10 * p
+}
+
+function ticks(max: number): number[] {
+  const step = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600].find((s) => max / s <= 10) ?? 7200
+  const out: number[] = []
+  for (let t = 0; t <= max; t += step) out.push(t)
+  return out
+}
+
+function latency(l: RunReport['latency']['acceptedMs']): string {
+  if (!l) return 'not measured'
+  return `p50 ${fmt(l.p50Ms)} ms · p90 ${fmt(l.p90Ms)} ms · p99 ${fmt(l.p99Ms)} ms · max ${fmt(l.maxMs)} ms (${fmt(l.count)} records)`
+}
+
+const fmt = (n: number, digits = 0) =>
+  n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 })
+
+const esc = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
