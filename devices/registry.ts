@@ -1,11 +1,21 @@
 import { ConfigError } from '../src/errors.ts'
 import type { DeviceModel } from './model.ts'
+import { applog } from './models/applog.ts'
 import { person } from './models/person.ts'
+import { sensor } from './models/sensor.ts'
+import { template } from './models/template.ts'
+import { vehicle } from './models/vehicle/index.ts'
+import { vpcflow } from './models/vpcflow.ts'
 
 /** Every device model by name. Adding a model is one file in models/ and one line here. */
 // biome-ignore lint/suspicious/noExplicitAny: each model has its own state type; the registry only routes by name.
 export const MODELS: Record<string, DeviceModel<any>> = {
   person,
+  vehicle,
+  sensor,
+  applog,
+  vpcflow,
+  template,
 }
 
 /** Looks a model up; an unknown name is an error listing the valid ones. */

@@ -57,7 +57,16 @@ describe('scenario files: one schema, resolved from file, then flags, then envir
         durationMs: 30_000,
         qos: 1,
         seed: 1,
-        extra: {},
+        extra: {
+          count: 0,
+          retain: false,
+          status: false,
+          topicTemplate: 'fleet/{model}/{deviceId}/telemetry',
+          clientIdTemplate: 'fleetsim-{deviceId}',
+          mqttVersion: '3.1.1',
+          maxInFlight: 32,
+          transport: 'auto',
+        },
       },
       bridge: { topics: ['fleet/#'], lingerMs: 200, maxInFlightCalls: 4 },
       firehose: {

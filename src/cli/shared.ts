@@ -1,4 +1,9 @@
+import { readFileSync } from 'node:fs'
 import type { Options } from 'yargs'
+import { parseModelParams, resolveModelParams } from '../../devices/params.ts'
+import { parseFleetMix } from '../../devices/registry.ts'
+import { ConfigError } from '../errors.ts'
+import { checkInt, parseDurationMs } from '../units.ts'
 
 /** Formats a count with thousands separators. */
 export const n = (v: number): string => Math.round(v).toLocaleString('en-US')
@@ -56,7 +61,188 @@ export const fleetOptions = {
     default: 1,
     describe: 'Seed of every device model: the same seed gives the same data',
   },
+  count: { type: 'number', default: 0, describe: 'Stop after this many messages in total; 0 = no limit' },
+  'ramp-up': {
+    type: 'string',
+    default: '0',
+    describe: 'Spread the device connects evenly over this time (30s, 2m); 0 = as fast as possible',
+  },
+  'model-param': {
+    type: 'string',
+    array: true,
+    describe:
+      'Model parameter model.key=value, repeatable (e.g. vehicle.route=berlin, sensor.spikeRate=0.01)',
+  },
+  template: { type: 'string', describe: 'Template file (JSON or YAML) for devices of model `template`' },
+  retain: { type: 'boolean', default: false, describe: 'Publish telemetry with the retain flag' },
+  status: {
+    type: 'boolean',
+    default: false,
+    describe: 'Retained online/offline on fleet/<model>/<deviceId>/status, with a last will of offline',
+  },
+  topic: {
+    type: 'string',
+    default: 'fleet/{model}/{deviceId}/telemetry',
+    describe: 'Topic template: {model}, {deviceId}, {index}',
+  },
+  'client-id': {
+    type: 'string',
+    default: 'fleetsim-{deviceId}',
+    describe: 'Client id template: {model}, {deviceId}, {index}',
+  },
+  'mqtt-version': {
+    type: 'string',
+    default: '3.1.1',
+    choices: ['3.1.1', '5'],
+    describe: 'MQTT protocol version',
+  },
+  username: { type: 'string', describe: 'MQTT username' },
+  password: { type: 'string', describe: 'MQTT password (or set FLEETSIM_MQTT_PASSWORD)' },
+  ca: { type: 'string', describe: 'TLS: CA certificate file (PEM) to trust, for mqtts:// brokers' },
+  cert: { type: 'string', describe: 'Mutual TLS: client certificate file (PEM)' },
+  key: { type: 'string', describe: 'Mutual TLS: client private key file (PEM)' },
+  insecure: {
+    type: 'boolean',
+    default: false,
+    describe: 'TLS: accept any server certificate (testing only)',
+  },
+  'max-in-flight': {
+    type: 'number',
+    default: 32,
+    describe: 'Unacknowledged QoS 1/2 messages per connection',
+  },
+  shard: { type: 'string', describe: 'Run slice i of n of the fleet (0-based), e.g. 0/4; ids stay distinct' },
+  transport: {
+    type: 'string',
+    default: 'auto',
+    choices: ['auto', 'tcp', 'memory'],
+    describe: 'auto: in-memory streams to an embedded broker (fleetsim run), TCP otherwise',
+  },
+  'source-address': {
+    type: 'string',
+    describe:
+      'Local addresses to connect from, comma-separated (default: 127.0.0.x as needed for loopback brokers)',
+  },
+  workers: {
+    type: 'string',
+    default: 'auto',
+    describe:
+      'Worker processes for TCP fleets: auto (as the fd limit needs) or a number; 1 = this process only',
+  },
 } as const satisfies Record<string, Options>
+
+/** The fleet flags shared by `fleetsim devices` and `fleetsim run`, as yargs parses them. */
+export interface FleetArgs {
+  count: number
+  rampUp: string
+  modelParam?: Array<string | number>
+  template?: string
+  retain: boolean
+  status: boolean
+  topic: string
+  clientId: string
+  mqttVersion: string
+  username?: string
+  password?: string
+  ca?: string
+  cert?: string
+  key?: string
+  insecure: boolean
+  maxInFlight: number
+  shard?: string
+  sourceAddress?: string
+  workers: string
+  devices: string
+}
+
+/**
+ * Resolves the shared fleet flags into startFleet options (without broker, mix, rate, duration, QoS
+ * and seed, which each command resolves). Reads the TLS and template files; every bad value is an
+ * error naming the flag.
+ */
+export function fleetArgs(args: FleetArgs) {
+  const mix = parseFleetMix(args.devices, '--devices')
+  const count = checkInt(args.count, '--count', 0, Number.MAX_SAFE_INTEGER)
+  const maxInFlight = checkInt(args.maxInFlight, '--max-in-flight', 1, 65_535)
+  let shard: { index: number; count: number } | undefined
+  if (args.shard !== undefined) {
+    const m = /^(\d+)\/(\d+)$/.exec(String(args.shard))
+    if (!m || !(Number(m[1]) < Number(m[2]))) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_SHARD',
+        `--shard '${args.shard}' is not i/n with 0 ≤ i < n; use e.g. 0/4 … 3/4`,
+      )
+    }
+    shard = { index: Number(m[1]), count: Number(m[2]) }
+  }
+  let workers: number | 'auto' = 'auto'
+  if (args.workers !== 'auto') {
+    workers = checkInt(Number(args.workers), '--workers', 1, 256)
+  }
+  const read = (file: string | undefined, flag: string) => {
+    if (file === undefined) return undefined
+    try {
+      return readFileSync(file)
+    } catch (err) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_FILE',
+        `${flag} '${file}' cannot be read: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      )
+    }
+  }
+  if ((args.cert === undefined) !== (args.key === undefined)) {
+    throw new ConfigError('FLEETSIM_BAD_TLS', 'mutual TLS needs both --cert and --key; give both or neither')
+  }
+  const tls = {
+    ...(args.ca !== undefined ? { ca: read(args.ca, '--ca') } : {}),
+    ...(args.cert !== undefined ? { cert: read(args.cert, '--cert') } : {}),
+    ...(args.key !== undefined ? { key: read(args.key, '--key') } : {}),
+    rejectUnauthorized: !args.insecure,
+  }
+  for (const [flag, t] of [
+    ['--topic', args.topic],
+    ['--client-id', args.clientId],
+  ] as const) {
+    if (!t.includes('{deviceId}') && !t.includes('{index}')) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_TEMPLATE_STRING',
+        `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
+      )
+    }
+  }
+  const password = args.password ?? process.env.FLEETSIM_MQTT_PASSWORD
+  return {
+    count,
+    rampUpMs: parseDurationMs(args.rampUp, '--ramp-up'),
+    modelParams: resolveModelParams(
+      mix.map((m) => m.model),
+      parseModelParams(args.modelParam?.map(String)),
+      args.template,
+    ),
+    retain: args.retain,
+    status: args.status,
+    topicTemplate: args.topic,
+    clientIdTemplate: args.clientId,
+    mqttVersion: args.mqttVersion === '5' ? (5 as const) : (4 as const),
+    ...(args.username !== undefined ? { username: args.username } : {}),
+    ...(password !== undefined ? { password } : {}),
+    tls,
+    maxInFlight,
+    ...(shard ? { shard } : {}),
+    ...(args.sourceAddress
+      ? {
+          sourceAddresses: args.sourceAddress
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean),
+        }
+      : {}),
+    workers,
+  }
+}
 
 export const streamOption = {
   type: 'string',

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv, Options } from 'yargs'
 import { type Bridge, startBridge } from '../../../bridge/bridge.ts'
 import { type FleetOptions, startFleet } from '../../../devices/fleet.ts'
+import { parseModelParams, resolveModelParams } from '../../../devices/params.ts'
 import { MODELS } from '../../../devices/registry.ts'
 import { type EmbeddedBroker as Broker, startBroker } from '../../broker/index.ts'
 import {
@@ -95,6 +97,8 @@ export async function handler(args: Args): Promise<void> {
 /** Runs the whole load test for a resolved configuration; returns the exit code. */
 async function runLoadTest(config: RunConfig): Promise<number> {
   const { fleet: fc, firehose: hc } = config
+  // Resolved before anything starts: reads TLS, route and template files, checks model parameters.
+  const { transport, ...fleetExtra } = fleetRunOptions(fc)
   const out = resolve(hc.out)
   const runId = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(3).toString('hex')}`
   const errors: string[] = []
@@ -159,15 +163,20 @@ async function runLoadTest(config: RunConfig): Promise<number> {
       `fleetsim: ${config.name ? `scenario ${config.name}: ` : ''}${n(total)} devices (${mix}) at ${Number(fc.ratePerSecond.toPrecision(3))}/s each for ${fc.durationMs ? `${fc.durationMs / 1000}s` : 'until Ctrl-C'}\n` +
         `  broker ${brokerUrl ?? broker!.url} · firehose ${firehose ? `${firehose.url} stream ${hc.stream} · objects under ${rel(sink.location)}` : `AWS stream ${hc.stream}${hc.region ? ` in ${hc.region}` : ''}`}`,
     )
-    const fleetOpts: FleetOptions & { rampUpMs: number } = {
-      ...fc.extra,
+    const embedded = broker
+    const fleetOpts: FleetOptions = {
+      ...fleetExtra,
+      // The embedded broker is in this process: devices reach it over in-memory streams (no fds, no ports).
+      transport:
+        embedded && transport !== 'tcp'
+          ? { kind: 'memory', handle: (stream) => embedded.aedes.handle(stream) }
+          : { kind: 'tcp' },
       brokerUrl: brokerUrl ?? broker!.url,
       devices: fc.devices,
       ratePerSecond: fc.ratePerSecond,
       durationMs: fc.durationMs,
       qos: fc.qos,
       seed: fc.seed,
-      // Honoured by fleet runners that ramp up (devices issue); the skeleton connects at bounded concurrency.
       rampUpMs: fc.rampUpMs,
     }
     // Sources exist before the fleet so that metrics can serve while devices connect.
@@ -378,3 +387,62 @@ const round = (v: number) => Math.round(v * 10) / 10
 const n1 = (v: number) => v.toLocaleString('en-US', { maximumFractionDigits: 1 })
 const rel = (p: string) => relative(process.cwd(), p) || '.'
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * The fleet runner's options from the resolved `fleet` section: the keys the runner takes as they
+ * are, plus those that need work first (model parameters and files, TLS files, MQTT version).
+ */
+function fleetRunOptions(fc: RunConfig['fleet']): Omit<Partial<FleetOptions>, 'transport'> & {
+  transport: 'auto' | 'memory' | 'tcp'
+} {
+  const { modelParams, template, mqttVersion, ca, cert, key, transport, ...rest } = fc.extra as Record<
+    string,
+    unknown
+  >
+  const readFile = (file: unknown, flag: string) => {
+    if (typeof file !== 'string') return undefined
+    try {
+      return readFileSync(file)
+    } catch (err) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_FILE',
+        `${flag} '${file}' cannot be read: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      )
+    }
+  }
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError('FLEETSIM_BAD_TLS', 'mutual TLS needs both --cert and --key; give both or neither')
+  }
+  for (const [flag, t] of [
+    ['--topic-template', rest['topicTemplate']],
+    ['--client-id', rest['clientIdTemplate']],
+  ] as const) {
+    if (typeof t === 'string' && !t.includes('{deviceId}') && !t.includes('{index}')) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_TEMPLATE_STRING',
+        `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
+      )
+    }
+  }
+  const tls =
+    ca !== undefined || cert !== undefined
+      ? {
+          ...(ca !== undefined ? { ca: readFile(ca, '--ca') } : {}),
+          ...(cert !== undefined ? { cert: readFile(cert, '--cert'), key: readFile(key, '--key') } : {}),
+        }
+      : undefined
+  return {
+    ...(rest as Partial<FleetOptions>),
+    modelParams: resolveModelParams(
+      fc.devices.map((d) => d.model),
+      parseModelParams((modelParams as string[] | undefined) ?? []),
+      template as string | undefined,
+    ),
+    mqttVersion: mqttVersion === '5' ? 5 : 4,
+    ...(tls ? { tls } : {}),
+    transport: (transport as 'auto' | 'memory' | 'tcp' | undefined) ?? 'auto',
+  }
+}

@@ -1,0 +1,319 @@
+import { base, en, Faker, type Randomizer } from '@faker-js/faker'
+import { ConfigError } from '../../src/errors.ts'
+import type { DeviceModel } from '../model.ts'
+import { round } from '../model.ts'
+import type { Rng } from '../rng.ts'
+import { type RandomWalk, sine, walk, weightedChoice } from './generators.ts'
+
+/**
+ * A template describes a payload with faker expressions and value generators, so users add devices
+ * without code. Strings hold `{{module.method}}` or `{{module.method(args)}}` (args are JSON);
+ * a string that is exactly one expression keeps the expression's type (a number stays a number).
+ * Objects with one `$` key are generators:
+ *
+ *   { "$randomWalk": { "start": 20, "step": 0.1, "min": 10, "max": 30 } }
+ *   { "$sine": { "offset": 50, "amplitude": 10, "periodS": 3600 } }
+ *   { "$counter": { "start": 1, "step": 1 } }
+ *   { "$choice": { "values": ["on", "off"], "weights": [3, 1] } }
+ *
+ * @example { "owner": "{{person.firstName}} {{person.lastName}}", "age": "{{number.int({\"min\":18,\"max\":80})}}" }
+ */
+export type TemplateSpec = Record<string, unknown>
+
+/** A compiled node of a template: evaluated per message against the device's faker and generator state. */
+type Node =
+  | { kind: 'const'; value: unknown }
+  | { kind: 'expr'; parts: Array<string | Expr>; whole: boolean }
+  | { kind: 'object'; entries: Array<[string, Node]> }
+  | { kind: 'array'; items: Node[] }
+  | { kind: 'walk'; slot: number; start: number; step: number; min: number; max: number; digits: number }
+  | { kind: 'sine'; offset: number; amplitude: number; periodS: number; phase: number; digits: number }
+  | { kind: 'counter'; slot: number; start: number; step: number }
+  | { kind: 'choice'; values: unknown[]; weights: number[] | undefined }
+
+interface Expr {
+  field: string
+  source: string
+  path: string[]
+  args: unknown[]
+}
+
+interface Compiled {
+  root: Node
+  slots: number
+}
+
+export interface TemplateState {
+  tMs: number
+  startMs: number
+  faker: Faker
+  rngRef: { rng: Rng }
+  /** Generator state by slot: random walks and counters. */
+  slots: Array<RandomWalk | number>
+  values: Record<string, unknown>
+  compiled: Compiled
+}
+
+const GENERATORS = ['$randomWalk', '$sine', '$counter', '$choice'] as const
+
+/** Thrown for a template that cannot be compiled or evaluated; names the field and the expression. */
+export class TemplateError extends ConfigError {}
+
+const compiledCache = new WeakMap<object, Compiled>()
+
+/**
+ * Compiles a template once (cached per spec object) and checks every expression against a
+ * throw-away faker, so a misspelled method fails before any device connects.
+ */
+export function compileTemplate(spec: unknown, source = 'template'): Compiled {
+  if (!spec || typeof spec !== 'object' || Array.isArray(spec)) {
+    throw new TemplateError(
+      'FLEETSIM_BAD_TEMPLATE',
+      `${source} must be an object of fields, e.g. {"name": "{{person.firstName}}"}`,
+    )
+  }
+  const cached = compiledCache.get(spec)
+  if (cached) return cached
+  let slots = 0
+  const compile = (v: unknown, field: string): Node => {
+    if (typeof v === 'string') {
+      if (!v.includes('{{')) return { kind: 'const', value: v }
+      const parts: Array<string | Expr> = []
+      const re = /\{\{([\s\S]*?)\}\}/g
+      let last = 0
+      for (let m = re.exec(v); m; m = re.exec(v)) {
+        if (m.index > last) parts.push(v.slice(last, m.index))
+        parts.push(parseExpr(m[1]!.trim(), field, source))
+        last = m.index + m[0].length
+      }
+      if (last < v.length) parts.push(v.slice(last))
+      return { kind: 'expr', parts, whole: parts.length === 1 && typeof parts[0] !== 'string' }
+    }
+    if (Array.isArray(v)) return { kind: 'array', items: v.map((x, i) => compile(x, `${field}[${i}]`)) }
+    if (v && typeof v === 'object') {
+      const keys = Object.keys(v)
+      const gen = keys.length === 1 && keys[0]!.startsWith('$') ? keys[0]! : undefined
+      if (gen) return compileGenerator(gen, (v as Record<string, unknown>)[gen], field)
+      return {
+        kind: 'object',
+        entries: keys.map((k) => [
+          k,
+          compile((v as Record<string, unknown>)[k], field ? `${field}.${k}` : k),
+        ]),
+      }
+    }
+    return { kind: 'const', value: v }
+  }
+  const compileGenerator = (gen: string, a: unknown, field: string): Node => {
+    const bad = (what: string) =>
+      new TemplateError('FLEETSIM_BAD_TEMPLATE', `${source} field '${field}': ${gen} ${what}`)
+    if (!a || typeof a !== 'object') throw bad('needs an object of options')
+    const o = a as Record<string, unknown>
+    const num = (k: string, fallback?: number): number => {
+      const x = o[k] ?? fallback
+      if (typeof x !== 'number' || !Number.isFinite(x))
+        throw bad(`option '${k}' must be a number, got ${JSON.stringify(o[k])}`)
+      return x
+    }
+    switch (gen) {
+      case '$randomWalk': {
+        const min = num('min')
+        const max = num('max')
+        if (!(min < max)) throw bad(`needs min < max, got min ${min}, max ${max}`)
+        const start = num('start', (min + max) / 2)
+        return {
+          kind: 'walk',
+          slot: slots++,
+          start,
+          step: num('step', (max - min) / 100),
+          min,
+          max,
+          digits: num('digits', 2),
+        }
+      }
+      case '$sine':
+        return {
+          kind: 'sine',
+          offset: num('offset', 0),
+          amplitude: num('amplitude'),
+          periodS: num('periodS'),
+          phase: num('phase', 0),
+          digits: num('digits', 2),
+        }
+      case '$counter':
+        return { kind: 'counter', slot: slots++, start: num('start', 1), step: num('step', 1) }
+      case '$choice': {
+        if (!Array.isArray(o.values) || o.values.length === 0) throw bad("needs a non-empty 'values' array")
+        const w = o.weights
+        if (
+          w !== undefined &&
+          (!Array.isArray(w) || w.length !== o.values.length || w.some((x) => !(x >= 0)))
+        ) {
+          throw bad(`'weights' must be ${o.values.length} non-negative numbers, one per value`)
+        }
+        return { kind: 'choice', values: o.values, weights: w as number[] | undefined }
+      }
+      default:
+        throw bad(`is not a generator; use one of ${GENERATORS.join(', ')}`)
+    }
+  }
+  const compiled = { root: compile(spec, ''), slots }
+  // Dry run against a throw-away faker: every expression must resolve and evaluate.
+  const probe = newFaker({ rng: { next: () => 0.5 } as Rng }, 0)
+  const visit = (node: Node): void => {
+    if (node.kind === 'expr') for (const p of node.parts) if (typeof p !== 'string') evalExpr(probe, p)
+    if (node.kind === 'object') for (const [, n] of node.entries) visit(n)
+    if (node.kind === 'array') for (const n of node.items) visit(n)
+  }
+  visit(compiled.root)
+  compiledCache.set(spec, compiled)
+  return compiled
+}
+
+function parseExpr(text: string, field: string, source: string): Expr {
+  const m = /^([A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*)\s*(?:\(([\s\S]*)\))?$/.exec(text)
+  if (!m) {
+    throw new TemplateError(
+      'FLEETSIM_BAD_TEMPLATE',
+      `${source} field '${field}': expression '{{${text}}}' is not module.method or module.method(JSON args), e.g. {{person.firstName}}`,
+    )
+  }
+  let args: unknown[] = []
+  if (m[2]?.trim()) {
+    try {
+      args = JSON.parse(`[${m[2]}]`)
+    } catch (err) {
+      throw new TemplateError(
+        'FLEETSIM_BAD_TEMPLATE',
+        `${source} field '${field}': the arguments of '{{${text}}}' are not JSON (${(err as Error).message}); write e.g. {{number.int({"min":1,"max":9})}}`,
+        { cause: err },
+      )
+    }
+  }
+  return { field: field || '(root)', source: text, path: m[1]!.split('.'), args }
+}
+
+function evalExpr(faker: Faker, e: Expr): unknown {
+  let target: unknown = faker
+  let owner: unknown
+  for (const key of e.path) {
+    owner = target
+    target =
+      target && typeof target === 'object' && key in target
+        ? (target as Record<string, unknown>)[key]
+        : undefined
+    if (target === undefined) {
+      throw new TemplateError(
+        'FLEETSIM_BAD_TEMPLATE',
+        `template field '${e.field}': '{{${e.source}}}' names no faker method ('${key}' not found); see https://fakerjs.dev/api/ for e.g. person.firstName, number.int`,
+      )
+    }
+  }
+  if (typeof target !== 'function') return target
+  try {
+    return (target as (...a: unknown[]) => unknown).apply(owner, e.args)
+  } catch (err) {
+    throw new TemplateError(
+      'FLEETSIM_BAD_TEMPLATE',
+      `template field '${e.field}': '{{${e.source}}}' failed: ${(err as Error).message}`,
+      { cause: err },
+    )
+  }
+}
+
+/** A Faker whose randomness is the device's Rng (through a holder, so the runner's Rng drives it) and whose "now" is simulated time. */
+function newFaker(rngRef: { rng: Pick<Rng, 'next'> }, refMs: number | (() => number)): Faker {
+  const randomizer: Randomizer = {
+    next: () => rngRef.rng.next(),
+    seed: () => {
+      // Seeding goes through the device's Rng; faker.seed() is not used.
+    },
+  }
+  const faker = new Faker({ locale: [en, base], randomizer })
+  faker.setDefaultRefDate(typeof refMs === 'function' ? () => new Date(refMs()) : new Date(refMs))
+  return faker
+}
+
+function evaluate(node: Node, s: TemplateState, rng: Rng, dtS: number): unknown {
+  switch (node.kind) {
+    case 'const':
+      return node.value
+    case 'expr': {
+      if (node.whole) return evalExpr(s.faker, node.parts[0] as Expr)
+      let out = ''
+      for (const p of node.parts) out += typeof p === 'string' ? p : String(evalExpr(s.faker, p))
+      return out
+    }
+    case 'object': {
+      const o: Record<string, unknown> = {}
+      for (const [k, n] of node.entries) o[k] = evaluate(n, s, rng, dtS)
+      return o
+    }
+    case 'array':
+      return node.items.map((n) => evaluate(n, s, rng, dtS))
+    case 'walk': {
+      let g = s.slots[node.slot] as RandomWalk | undefined
+      if (!g) {
+        g = { kind: 'randomWalk', value: node.start, step: node.step, min: node.min, max: node.max }
+        s.slots[node.slot] = g
+        return round(g.value, node.digits)
+      }
+      return round(walk(g, dtS, rng), node.digits)
+    }
+    case 'sine':
+      return round(
+        sine(node.offset, node.amplitude, node.periodS, (s.tMs - s.startMs) / 1000, node.phase),
+        node.digits,
+      )
+    case 'counter': {
+      const prev = s.slots[node.slot] as number | undefined
+      const v = prev === undefined ? node.start : prev + node.step
+      s.slots[node.slot] = v
+      return v
+    }
+    case 'choice':
+      return weightedChoice(node.values, node.weights, rng)
+  }
+}
+
+/**
+ * A device described by a template file (`--template file.yaml`, model name `template`): the runner
+ * reads and parses the file and hands it in as `params.template`.
+ */
+export const template: DeviceModel<TemplateState> = {
+  name: 'template',
+  description:
+    'a payload described by a JSON or YAML template file (--template): faker expressions and value generators',
+  init(ctx, rng) {
+    const spec = ctx.params?.template
+    if (spec === undefined) {
+      throw new TemplateError(
+        'FLEETSIM_NO_TEMPLATE',
+        'the template model needs a template file; pass --template path/to/device.yaml (or .json)',
+      )
+    }
+    const compiled = compileTemplate(spec, String(ctx.params?.templateName ?? 'template'))
+    const rngRef = { rng }
+    const s: TemplateState = {
+      tMs: ctx.startMs,
+      startMs: ctx.startMs,
+      faker: undefined as unknown as Faker,
+      rngRef,
+      slots: [],
+      values: {},
+      compiled,
+    }
+    s.faker = newFaker(rngRef, () => s.tMs)
+    // Values are drawn on each step, so the first message holds each generator's start.
+    return s
+  },
+  step(s, dtMs, rng) {
+    s.tMs += dtMs
+    s.rngRef.rng = rng
+    s.values = evaluate(s.compiled.root, s, rng, dtMs / 1000) as Record<string, unknown>
+    return s
+  },
+  toPayload(s) {
+    return s.values
+  },
+}
