@@ -338,4 +338,40 @@ describe('fleetsim run', () => {
     )
     expect(unverified.stdout).toContain('--max-loss 0: not measured (FAILED)')
   })
+
+  it('stops at once, naming the stream and the fix, when the bridge meets a stream that does not exist', async () => {
+    const firehose = await startLocalFirehose({ outDir: await tempDir(), port: 0 })
+    closers.push(() => firehose.close())
+    const r = await runCli(
+      [
+        'run',
+        '--firehose',
+        'aws',
+        '--stream',
+        'no-such-stream',
+        '--region',
+        'us-east-1',
+        '--devices',
+        'person:3',
+        '--duration',
+        '60s',
+        '--out',
+        await tempDir(),
+        '--no-verify',
+      ],
+      {
+        env: {
+          AWS_ENDPOINT_URL_FIREHOSE: firehose.url,
+          AWS_ACCESS_KEY_ID: 'test',
+          AWS_SECRET_ACCESS_KEY: 'test',
+        },
+      },
+    )
+    expect(r.code).toBe(1)
+    // It stopped long before the 60 s duration: it does not go on publishing into a pipeline that delivers nothing.
+    const publishedForS = Number(/messages published .* over ([\d.]+) s\)/.exec(r.stdout)?.[1])
+    expect(publishedForS).toBeLessThan(30)
+    expect(r.stdout).toMatch(/result\s+FAILED: the bridge stopped: .*'no-such-stream'/)
+    expect(firehose.stats().recordsAccepted).toBe(0)
+  })
 })

@@ -20,7 +20,7 @@ export interface RunReport {
   /** Seconds the devices published. */
   publishDurationS: number
   /** How the run ended: the duration elapsed, or an interrupt. */
-  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM'
+  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge'
   config: RunConfig
   summary: {
     devices: number

@@ -206,14 +206,25 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   }
 
   const publishStartMs = Date.now()
-  const stoppedBy = await Promise.race([fleet.finished.then(() => 'duration' as const), signal.promise])
+  // A non-retryable Firehose error (stream not found, access denied) stops the bridge: stop the run
+  // too, rather than publish into a pipeline that delivers nothing; what was spooled stays for later.
+  let bridgeError: Error | undefined
+  const stoppedBy = await Promise.race([
+    fleet.finished.then(() => 'duration' as const),
+    signal.promise,
+    bridge.failed.then((err) => {
+      bridgeError = err
+      return 'bridge' as const
+    }),
+  ])
   // The handler stays until shutdown is done: a second Ctrl-C during the drain exits at once.
   void signal.promise.then(() => progress.interrupted())
   // Shutdown order: stop devices, drain the bridge, flush the local Firehose, close the broker.
   await fleet.stop()
   const publishEndMs = Date.now()
   const until = Date.now() + DRAIN_WAIT_MS
-  while (bridge.stats().received < fleet.stats().published && Date.now() < until) await sleep(20)
+  while (!bridgeError && bridge.stats().received < fleet.stats().published && Date.now() < until)
+    await sleep(20)
   await bridge.close()
   await firehose?.close()
   await broker?.close()
@@ -296,6 +307,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   })
   const failed = checks.filter((c) => !c.ok).map((c) => c.message)
   if (f.publishErrors > 0) failed.push(`${n(f.publishErrors)} publishes failed`)
+  if (bridgeError) failed.unshift(`the bridge stopped: ${bridgeError.message}`)
   const ok = failed.length === 0
   const h = firehose?.stats()
   const b = bridge.stats()
