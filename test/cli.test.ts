@@ -22,6 +22,16 @@ describe('fleetsim CLI', () => {
     expect(r.stderr).toMatch(/unknown device model 'toaster'; valid models: .*person/)
   })
 
+  it('rejects fleet flags of run before anything starts: a topic template without {deviceId}, half a TLS pair', async () => {
+    const topic = await runCli(['run', '--topic-template', 'fleet/all'])
+    expect(topic.code).toBe(2)
+    expect(topic.stderr).toContain("--topic-template 'fleet/all' must contain {deviceId}")
+    expect(topic.stdout).toBe('')
+    const tls = await runCli(['run', '--broker', 'mqtts://127.0.0.1:8883', '--cert', 'client.pem'])
+    expect(tls.code).toBe(2)
+    expect(tls.stderr).toContain('mutual TLS needs both --cert and --key')
+  })
+
   it('prints --help for every command', async () => {
     for (const cmd of ['run', 'devices', 'broker', 'bridge', 'firehose']) {
       const r = await runCli([cmd, '--help'])

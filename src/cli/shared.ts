@@ -179,40 +179,11 @@ export function fleetArgs(args: FleetArgs) {
   if (args.workers !== 'auto') {
     workers = checkInt(Number(args.workers), '--workers', 1, 256)
   }
-  const read = (file: string | undefined, flag: string) => {
-    if (file === undefined) return undefined
-    try {
-      return readFileSync(file)
-    } catch (err) {
-      throw new ConfigError(
-        'FLEETSIM_BAD_FILE',
-        `${flag} '${file}' cannot be read: ${(err as Error).message}`,
-        {
-          cause: err,
-        },
-      )
-    }
-  }
-  if ((args.cert === undefined) !== (args.key === undefined)) {
-    throw new ConfigError('FLEETSIM_BAD_TLS', 'mutual TLS needs both --cert and --key; give both or neither')
-  }
-  const tls = {
-    ...(args.ca !== undefined ? { ca: read(args.ca, '--ca') } : {}),
-    ...(args.cert !== undefined ? { cert: read(args.cert, '--cert') } : {}),
-    ...(args.key !== undefined ? { key: read(args.key, '--key') } : {}),
-    rejectUnauthorized: !args.insecure,
-  }
-  for (const [flag, t] of [
+  const tls = fleetTls({ ca: args.ca, cert: args.cert, key: args.key, insecure: args.insecure })
+  checkIdTemplates([
     ['--topic', args.topic],
     ['--client-id', args.clientId],
-  ] as const) {
-    if (!t.includes('{deviceId}') && !t.includes('{index}')) {
-      throw new ConfigError(
-        'FLEETSIM_BAD_TEMPLATE_STRING',
-        `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
-      )
-    }
-  }
+  ])
   const password = args.password ?? process.env.FLEETSIM_MQTT_PASSWORD
   return {
     count,
@@ -249,3 +220,46 @@ export const streamOption = {
   default: 'fleet-telemetry',
   describe: 'Firehose delivery stream name',
 } as const satisfies Options
+
+/**
+ * The fleet's TLS options from file paths; the files are read now, so a missing one is an error
+ * before anything starts. Mutual TLS needs both the certificate and the key.
+ *
+ * @example fleetTls({ ca: 'ca.pem' }) // { ca: <Buffer>, rejectUnauthorized: true }
+ */
+export function fleetTls(files: { ca?: string; cert?: string; key?: string; insecure?: boolean }) {
+  if ((files.cert === undefined) !== (files.key === undefined)) {
+    throw new ConfigError('FLEETSIM_BAD_TLS', 'mutual TLS needs both --cert and --key; give both or neither')
+  }
+  const read = (file: string, flag: string) => {
+    try {
+      return readFileSync(file)
+    } catch (err) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_FILE',
+        `${flag} '${file}' cannot be read: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      )
+    }
+  }
+  return {
+    ...(files.ca !== undefined ? { ca: read(files.ca, '--ca') } : {}),
+    ...(files.cert !== undefined ? { cert: read(files.cert, '--cert') } : {}),
+    ...(files.key !== undefined ? { key: read(files.key, '--key') } : {}),
+    rejectUnauthorized: !files.insecure,
+  }
+}
+
+/** Topic and client-id templates must tell devices apart, or every device would share one. */
+export function checkIdTemplates(templates: ReadonlyArray<readonly [flag: string, template: unknown]>): void {
+  for (const [flag, t] of templates) {
+    if (typeof t === 'string' && !t.includes('{deviceId}') && !t.includes('{index}')) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_TEMPLATE_STRING',
+        `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
+      )
+    }
+  }
+}

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv, Options } from 'yargs'
@@ -26,7 +25,7 @@ import { FolderSource, type ObjectSource, sourceFrom } from '../../verify/source
 import { checkThresholds } from '../../verify/thresholds.ts'
 import { type RunManifest, type Verification, verifyObjects } from '../../verify/verify.ts'
 import { createProgress } from '../progress.ts'
-import { n, onceInterrupted } from '../shared.ts'
+import { checkIdTemplates, fleetTls, n, onceInterrupted } from '../shared.ts'
 
 export const command = ['run', '$0']
 export const describe =
@@ -411,41 +410,18 @@ function fleetRunOptions(fc: RunConfig['fleet']): Omit<Partial<FleetOptions>, 't
     string,
     unknown
   >
-  const readFile = (file: unknown, flag: string) => {
-    if (typeof file !== 'string') return undefined
-    try {
-      return readFileSync(file)
-    } catch (err) {
-      throw new ConfigError(
-        'FLEETSIM_BAD_FILE',
-        `${flag} '${file}' cannot be read: ${(err as Error).message}`,
-        {
-          cause: err,
-        },
-      )
-    }
-  }
-  if ((cert === undefined) !== (key === undefined)) {
-    throw new ConfigError('FLEETSIM_BAD_TLS', 'mutual TLS needs both --cert and --key; give both or neither')
-  }
-  for (const [flag, t] of [
-    ['--topic-template', rest['topicTemplate']],
-    ['--client-id', rest['clientIdTemplate']],
-  ] as const) {
-    if (typeof t === 'string' && !t.includes('{deviceId}') && !t.includes('{index}')) {
-      throw new ConfigError(
-        'FLEETSIM_BAD_TEMPLATE_STRING',
-        `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
-      )
-    }
-  }
   const tls =
     ca !== undefined || cert !== undefined
-      ? {
-          ...(ca !== undefined ? { ca: readFile(ca, '--ca') } : {}),
-          ...(cert !== undefined ? { cert: readFile(cert, '--cert'), key: readFile(key, '--key') } : {}),
-        }
+      ? fleetTls({
+          ca: ca as string | undefined,
+          cert: cert as string | undefined,
+          key: key as string | undefined,
+        })
       : undefined
+  checkIdTemplates([
+    ['--topic-template', rest['topicTemplate']],
+    ['--client-id', rest['clientIdTemplate']],
+  ])
   return {
     ...(rest as Partial<FleetOptions>),
     modelParams: resolveModelParams(
