@@ -244,17 +244,7 @@ async function startLocalFleet(opts: FleetOptions, transport: FleetTransport): P
   const shard = opts.shard ?? { index: 0, count: 1 }
   const countLimit = opts.count && opts.count > 0 ? opts.count : Number.POSITIVE_INFINITY
   const startMs = Date.now()
-  const stats: FleetStats = {
-    devices: 0,
-    connected: 0,
-    published: 0,
-    publishErrors: 0,
-    inFlight: 0,
-    queued: 0,
-    skipped: 0,
-    reconnects: 0,
-    workers: 0,
-  }
+  const stats = emptyFleetStats(0)
   const devices: Device[] = []
 
   for (const { model: modelName, count } of opts.devices) {
@@ -571,4 +561,19 @@ export function autoSourceAddresses(host: string, devices: number): string[] {
   if (devices <= PORTS_PER_SOURCE_ADDRESS || !/^127\./.test(host)) return []
   const n = Math.ceil(devices / PORTS_PER_SOURCE_ADDRESS)
   return Array.from({ length: n }, (_, i) => `127.0.${Math.floor((i + 1) / 256)}.${(i + 1) % 256}`)
+}
+
+/** A fleet's stats before anything happened: the one zero snapshot, for a fleet and for its workers. */
+export function emptyFleetStats(devices: number): FleetStats {
+  return {
+    devices,
+    connected: 0,
+    published: 0,
+    publishErrors: 0,
+    inFlight: 0,
+    queued: 0,
+    skipped: 0,
+    reconnects: 0,
+    workers: 0,
+  }
 }

@@ -2,7 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { FleetsimError } from '../src/errors.ts'
 import type { Fleet, FleetOptions, FleetStats } from './fleet.ts'
-import { localDeviceCount } from './fleet.ts'
+import { emptyFleetStats, localDeviceCount } from './fleet.ts'
 
 /** Messages between the parent and a devices worker process (devices/worker.ts), over IPC. */
 export type WorkerMessage =
@@ -45,7 +45,7 @@ export async function startProcessFleet(opts: FleetOptions, n: number): Promise<
     })
     const child = {
       proc,
-      stats: emptyStats(devices),
+      stats: emptyFleetStats(devices),
       sent: new Map<string, number>(),
       done: Promise.resolve(),
     }
@@ -92,7 +92,7 @@ export async function startProcessFleet(opts: FleetOptions, n: number): Promise<
   let stopping: Promise<void> | undefined
   return {
     stats() {
-      const s = emptyStats(0)
+      const s = emptyFleetStats(0)
       for (const c of children) {
         for (const k of Object.keys(s) as Array<keyof FleetStats>) s[k] += c.stats[k]
       }
@@ -118,19 +118,5 @@ export async function startProcessFleet(opts: FleetOptions, n: number): Promise<
       })()
       return stopping
     },
-  }
-}
-
-function emptyStats(devices: number): FleetStats {
-  return {
-    devices,
-    connected: 0,
-    published: 0,
-    publishErrors: 0,
-    inFlight: 0,
-    queued: 0,
-    skipped: 0,
-    reconnects: 0,
-    workers: 0,
   }
 }

@@ -6,7 +6,7 @@ import { FirehoseApi } from './api.ts'
 import { FirehoseApiError, slowDown } from './errors.ts'
 import { type Quota, TARGET_PREFIX } from './limits.ts'
 import { FolderSink, type ObjectSink } from './sink.ts'
-import type { StreamConfig, StreamCounters } from './stream.ts'
+import { type StreamConfig, type StreamCounters, zeroStreamCounters } from './stream.ts'
 import type { Durability } from './wal.ts'
 
 /**
@@ -194,17 +194,8 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
   function stats(): FirehoseStats {
     const s: FirehoseStats = {
       streams: api.streams.size,
-      recordsAccepted: 0,
-      bytesAccepted: 0,
+      ...zeroStreamCounters(),
       recordsBuffered: 0,
-      objectsWritten: 0,
-      recordsWritten: 0,
-      bytesWritten: 0,
-      deliveryErrors: 0,
-      throttledRecords: 0,
-      throttledCalls: 0,
-      injectedRecordFailures: 0,
-      injectedCallErrors: 0,
       ...counters,
       byStream: {},
     }

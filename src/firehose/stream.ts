@@ -67,6 +67,22 @@ export interface StreamCounters {
   injectedCallErrors: number
 }
 
+/** Every counter at 0: a new stream's, and the start of the endpoint's totals. */
+export function zeroStreamCounters(): StreamCounters {
+  return {
+    recordsAccepted: 0,
+    bytesAccepted: 0,
+    objectsWritten: 0,
+    recordsWritten: 0,
+    bytesWritten: 0,
+    deliveryErrors: 0,
+    throttledRecords: 0,
+    throttledCalls: 0,
+    injectedRecordFailures: 0,
+    injectedCallErrors: 0,
+  }
+}
+
 /** What survives a restart besides the records: the stream.json of the log. */
 export interface StreamMeta {
   name: string
@@ -103,18 +119,7 @@ export class DeliveryStream {
   /** Until this instant the stream is CREATING; puts are refused as the service refuses them. */
   activeAtMs: number
   deleting = false
-  readonly counters: StreamCounters = {
-    recordsAccepted: 0,
-    bytesAccepted: 0,
-    objectsWritten: 0,
-    recordsWritten: 0,
-    bytesWritten: 0,
-    deliveryErrors: 0,
-    throttledRecords: 0,
-    throttledCalls: 0,
-    injectedRecordFailures: 0,
-    injectedCallErrors: 0,
-  }
+  readonly counters: StreamCounters = zeroStreamCounters()
   quota: TokenBuckets | undefined
   /** Tags (TagDeliveryStream); kept with the settings. */
   tags: Record<string, string> = {}
