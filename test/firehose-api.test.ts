@@ -14,20 +14,20 @@ import { request } from 'node:http'
 import { connect } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { seededRandom } from '../src/firehose/quotas.ts'
-import { manualClock, rawPost, sdkClient, startTestFirehose } from './firehose-helpers.ts'
+import {
+  manualClock,
+  rawPost,
+  sdkClient,
+  startFirehoseAndClient,
+  startTestFirehose,
+} from './firehose-helpers.ts'
 
 const closers: Array<() => Promise<void> | void> = []
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c()
 })
 
-async function setup(opts: Parameters<typeof startTestFirehose>[0] = {}) {
-  const { fh, outDir } = await startTestFirehose(opts)
-  closers.push(() => fh.close())
-  const client = sdkClient(fh.url)
-  closers.push(() => client.destroy())
-  return { fh, outDir, client }
-}
+const setup = (opts: Parameters<typeof startTestFirehose>[0] = {}) => startFirehoseAndClient(closers, opts)
 
 const S3 = (extra: Record<string, unknown> = {}) => ({
   RoleARN: 'arn:aws:iam::000000000000:role/firehose',

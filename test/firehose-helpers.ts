@@ -32,6 +32,18 @@ export async function startTestFirehose(opts: Partial<LocalFirehoseOptions> = {}
   return { fh, outDir }
 }
 
+/** A local Firehose on port 0 and an SDK client for it, both closed by the test file's `closers`. */
+export async function startFirehoseAndClient(
+  closers: Array<() => Promise<void> | void>,
+  opts: Partial<LocalFirehoseOptions> = {},
+) {
+  const { fh, outDir } = await startTestFirehose(opts)
+  closers.push(() => fh.close())
+  const client = sdkClient(fh.url)
+  closers.push(() => client.destroy())
+  return { fh, outDir, client }
+}
+
 /** Every object file under `<outDir>/s3`, sorted by path (keys sort by time). */
 export async function objectFiles(outDir: string): Promise<string[]> {
   const root = join(outDir, 's3')

@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startFleet } from '../devices/fleet.ts'
 import { autoSourceAddresses } from '../devices/fleet.ts'
 import { devicesPerProcess } from '../devices/limits.ts'
 import { startBroker } from '../src/broker/index.ts'
 import { collect, gaps, hasMosquitto, startMosquitto } from './fleet-helpers.ts'
-import { BIN, eventually, ROOT } from './helpers.ts'
+import { eventually, spawnCli } from './helpers.ts'
 
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -77,22 +76,9 @@ describe.skipIf(!hasMosquitto)('fleetsim devices under ulimit -n 2000', () => {
       '1',
       '--no-status',
     ]
-    const child = spawn(
-      'bash',
-      ['-c', `ulimit -n 2000; exec "${process.execPath}" ${BIN} ${args.join(' ')}`],
-      {
-        cwd: ROOT,
-      },
-    )
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => {
-      stdout += d
-    })
-    child.stderr.on('data', (d) => {
-      stderr += d
-    })
-    const code = await new Promise<number | null>((r) => child.on('close', r))
+    const run = spawnCli(args, { ulimitFiles: 2000 })
+    const code = await run.exited
+    const { stdout, stderr } = run.out
     expect(stderr).toBe('')
     expect(code).toBe(0)
     expect(stdout).toMatch(/devices 5,000\/5,000 in [4-9] processes/)

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { type AddressInfo, createServer } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createProgress } from '../src/cli/progress.ts'
@@ -6,7 +5,7 @@ import { startBroker } from '../src/broker/index.ts'
 import { startLocalFirehose } from '../src/firehose/server.ts'
 import type { Sample } from '../src/metrics/run-metrics.ts'
 import { checkThresholds } from '../src/verify/thresholds.ts'
-import { BIN, ROOT, runCli, tempDir } from './helpers.ts'
+import { runCli, spawnCli, tempDir } from './helpers.ts'
 import { startS3Folder } from './s3-server.ts'
 
 const closers: Array<() => Promise<void>> = []
@@ -123,44 +122,26 @@ describe('fleetsim run', () => {
 
   it('exits at once on a second Ctrl-C during shutdown', async () => {
     // The bridge listens on a topic nobody publishes to, so shutdown waits for it to drain: time for a second Ctrl-C.
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'run',
-        '--devices',
-        'person:2',
-        '--duration',
-        '0',
-        '--topic',
-        'nobody/#',
-        '--out',
-        await tempDir(),
-        '--firehose-port',
-        '0',
-      ],
-      { cwd: ROOT },
-    )
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => {
-      stdout += d
-    })
-    child.stderr.on('data', (d) => {
-      stderr += d
-    })
-    const code = new Promise<number | null>((r) => child.on('close', r))
-    const waitFor = async (cond: () => boolean) => {
-      const until = Date.now() + 30_000
-      while (!cond() && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
-    }
-    await waitFor(() => /\[\s+\d+s\] devices/.test(stdout))
-    child.kill('SIGINT')
-    await waitFor(() => stderr.includes('stopping gracefully'))
-    child.kill('SIGINT')
-    expect(await code).toBe(130)
-    expect(stderr).toContain('forced exit')
-    expect(stdout).not.toContain('Summary')
+    const run = spawnCli([
+      'run',
+      '--devices',
+      'person:2',
+      '--duration',
+      '0',
+      '--topic',
+      'nobody/#',
+      '--out',
+      await tempDir(),
+      '--firehose-port',
+      '0',
+    ])
+    await run.waitFor(({ stdout }) => /\[\s+\d+s\] devices/.test(stdout))
+    run.child.kill('SIGINT')
+    await run.waitFor(({ stderr }) => stderr.includes('stopping gracefully'))
+    run.child.kill('SIGINT')
+    expect(await run.exited).toBe(130)
+    expect(run.out.stderr).toContain('forced exit')
+    expect(run.out.stdout).not.toContain('Summary')
   })
 
   it('names the flag whose port is taken, and how to fix it', async () => {
@@ -187,40 +168,25 @@ describe('fleetsim run', () => {
 
   it('stops gracefully on Ctrl-C and still verifies everything published', async () => {
     const out = await tempDir()
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'run',
-        '--devices',
-        'person:5',
-        '--duration',
-        '0',
-        '--out',
-        out,
-        '--firehose-port',
-        '0',
-        '--buffer-interval',
-        '60',
-      ],
-      { cwd: ROOT },
-    )
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => {
-      stdout += d
-    })
-    child.stderr.on('data', (d) => {
-      stderr += d
-    })
-    const code = new Promise<number | null>((r) => child.on('close', r))
+    const run = spawnCli([
+      'run',
+      '--devices',
+      'person:5',
+      '--duration',
+      '0',
+      '--out',
+      out,
+      '--firehose-port',
+      '0',
+      '--buffer-interval',
+      '60',
+    ])
     // The first progress line means devices are publishing.
-    const until = Date.now() + 30_000
-    while (!/\[\s+\d+s\] devices/.test(stdout) && Date.now() < until)
-      await new Promise((r) => setTimeout(r, 50))
-    expect(stdout).toContain('for until Ctrl-C')
-    child.kill('SIGINT')
-    expect(await code).toBe(0)
+    await run.waitFor(({ stdout }) => /\[\s+\d+s\] devices/.test(stdout))
+    expect(run.out.stdout).toContain('for until Ctrl-C')
+    run.child.kill('SIGINT')
+    expect(await run.exited).toBe(0)
+    const { stdout, stderr } = run.out
     expect(stderr).toContain('SIGINT: stopping gracefully (Ctrl-C again to force)')
     const published = Number(/messages published\s+([\d,]+)/.exec(stdout)![1]!.replaceAll(',', ''))
     expect(published).toBeGreaterThan(0)
@@ -289,10 +255,8 @@ describe('fleetsim run', () => {
     expect(r.stdout).toContain('result                   OK')
 
     // Ctrl-C while waiting for delivery stops waiting and reports what was found (here: nothing).
-    const waiting = spawn(
-      process.execPath,
+    const waiting = spawnCli(
       [
-        BIN,
         ...common,
         '--duration',
         '1s',
@@ -305,30 +269,19 @@ describe('fleetsim run', () => {
         '--verify-wait',
         '5m',
       ],
-      { cwd: ROOT, env: { ...process.env, ...env } },
+      { env },
     )
-    let waitOut = ''
-    let waitErr = ''
-    waiting.stdout.on('data', (d) => {
-      waitOut += d
-    })
-    waiting.stderr.on('data', (d) => {
-      waitErr += d
-    })
-    const waitCode = new Promise<number | null>((r) => waiting.on('close', r))
-    const until = Date.now() + 30_000
-    while (!waitOut.includes('waiting for delivery: 0 of') && Date.now() < until)
-      await new Promise((r) => setTimeout(r, 50))
-    expect(waitOut).toContain(
+    await waiting.waitFor(({ stdout }) => stdout.includes('waiting for delivery: 0 of'))
+    expect(waiting.out.stdout).toContain(
       'records found in s3://fleetsim-local/nothing-here/; re-reading in 10s (up to 3',
     )
     const interruptedAt = Date.now()
-    waiting.kill('SIGINT')
-    expect(await waitCode).toBe(1)
+    waiting.child.kill('SIGINT')
+    expect(await waiting.exited).toBe(1)
     expect(Date.now() - interruptedAt).toBeLessThan(9_000) // did not sit out the 10 s pause
-    expect(waitErr).toContain('SIGINT: stopping gracefully')
-    expect(waitOut).toMatch(/records found in objects 0 of (\d+) expected/)
-    expect(waitOut).toContain('FAILED: --max-loss 0:')
+    expect(waiting.out.stderr).toContain('SIGINT: stopping gracefully')
+    expect(waiting.out.stdout).toMatch(/records found in objects 0 of (\d+) expected/)
+    expect(waiting.out.stdout).toContain('FAILED: --max-loss 0:')
 
     // Without --verify-from it cannot know where the stream delivers: it says so and does not pass.
     const unverified = await runCli([...common, '--duration', '1s', '--out', await tempDir()], { env })
