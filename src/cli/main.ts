@@ -1,4 +1,5 @@
 import yargs, { type Argv } from 'yargs'
+import { redactText } from '../config/redact.ts'
 import { FleetsimError } from '../errors.ts'
 import * as bench from './commands/bench.ts'
 import * as bridge from './commands/bridge.ts'
@@ -42,11 +43,13 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0
   } catch (err) {
     if (err instanceof FleetsimError) {
-      process.stderr.write(`fleetsim: ${err.message}\n`)
+      process.stderr.write(`fleetsim: ${redactText(err.message)}\n`)
       if (err instanceof UsageError) process.stderr.write('Run with --help for the options.\n')
       return 2
     }
-    process.stderr.write(`fleetsim: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    process.stderr.write(
+      `fleetsim: ${redactText(err instanceof Error ? (err.stack ?? err.message) : String(err))}\n`,
+    )
     return 1
   }
 }

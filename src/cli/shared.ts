@@ -2,8 +2,14 @@ import { readFileSync } from 'node:fs'
 import type { Options } from 'yargs'
 import { parseModelParams, resolveModelParams } from '../../devices/params.ts'
 import { parseFleetMix } from '../../devices/registry.ts'
+import { redactText, rememberSecret } from '../config/redact.ts'
 import { ConfigError } from '../errors.ts'
 import { checkInt, parseDurationMs } from '../units.ts'
+
+/** Writes one line to stdout with every known secret redacted (src/config/redact.ts). */
+export const print = (text: string): void => {
+  process.stdout.write(`${redactText(text)}\n`)
+}
 
 /** Formats a count with thousands separators. */
 export const n = (v: number): string => Math.round(v).toLocaleString('en-US')
@@ -185,6 +191,7 @@ export function fleetArgs(args: FleetArgs) {
     ['--client-id', args.clientId],
   ])
   const password = args.password ?? process.env.FLEETSIM_MQTT_PASSWORD
+  rememberSecret(password)
   return {
     count,
     rampUpMs: parseDurationMs(args.rampUp, '--ramp-up'),

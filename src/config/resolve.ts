@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
+import { rememberSecret } from './redact.ts'
 import { ConfigError } from '../errors.ts'
 import { parseDurationMs, parseRatePerSecond } from '../units.ts'
 import { type Field, SCENARIO_META, SCENARIO_SCHEMA } from './schema.ts'
@@ -127,6 +128,7 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
         where = `default of ${section}.${key}`
       }
       values[section]![key] = raw === undefined ? undefined : convert(field, raw, where, input.knownModels)
+      if (field.secret) rememberSecret(values[section]![key])
     }
   }
 
@@ -143,6 +145,10 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
       )
     }
   }
+
+  const brokerUrl = values['broker']!['url']
+  if (typeof brokerUrl === 'string' && URL.canParse(brokerUrl))
+    rememberSecret(decodeURIComponent(new URL(brokerUrl).password))
 
   const v = values as unknown as {
     [S in keyof RunConfig]: Record<string, unknown>

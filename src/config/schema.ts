@@ -25,6 +25,8 @@ export type Field = FieldKind & {
   describe: string
   /** The `fleetsim run` flag that overrides it. */
   flag?: string
+  /** A secret (a password, a key): never shown in reports, logs or errors (src/config/redact.ts). */
+  secret?: boolean
 }
 
 export const SCENARIO_SCHEMA = {
@@ -123,7 +125,7 @@ export const SCENARIO_SCHEMA = {
       flag: 'mqtt-version',
     },
     username: { type: 'string', describe: 'MQTT username (external broker)', flag: 'username' },
-    password: { type: 'string', describe: 'MQTT password (external broker)', flag: 'password' },
+    password: { type: 'string', describe: 'MQTT password (external broker)', flag: 'password', secret: true },
     ca: { type: 'string', describe: 'CA file to trust for mqtts:// brokers', flag: 'ca' },
     cert: { type: 'string', describe: 'Client certificate file for mutual TLS (with key)', flag: 'cert' },
     key: { type: 'string', describe: 'Client key file for mutual TLS (with cert)', flag: 'key' },

@@ -1,6 +1,8 @@
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { redactSecrets } from '../config/redact.ts'
 import type { RunConfig } from '../config/resolve.ts'
+import { writeAtomic } from '../runtime/atomic.ts'
 import type { LatencySummary } from '../metrics/histogram.ts'
 import type { Sample } from '../metrics/run-metrics.ts'
 import type { ThresholdCheck } from '../verify/thresholds.ts'
@@ -50,7 +52,9 @@ export interface RunReport {
  * @example await writeReport(report, 'run.html')
  */
 export async function writeReport(report: RunReport, path: string): Promise<void> {
+  // Secrets (the MQTT password, keys) never reach a report, by key or by value.
+  const safe = redactSecrets(report)
   await mkdir(dirname(path), { recursive: true })
-  const body = path.endsWith('.json') ? `${JSON.stringify(report, null, 2)}\n` : renderHtmlReport(report)
-  await writeFile(path, body)
+  const body = path.endsWith('.json') ? `${JSON.stringify(safe, null, 2)}\n` : renderHtmlReport(safe)
+  await writeAtomic(path, body)
 }

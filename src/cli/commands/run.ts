@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { dirname, join, relative, resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv, Options } from 'yargs'
 import { type Bridge, startBridge } from '../../../bridge/bridge.ts'
@@ -14,6 +14,7 @@ import {
   resolveRunConfig,
   SCENARIO_SCHEMA,
 } from '../../config/index.ts'
+import { redactText } from '../../config/redact.ts'
 import { ConfigError } from '../../errors.ts'
 import { type LocalFirehose, startLocalFirehose } from '../../firehose/server.ts'
 import { FolderSink } from '../../firehose/sink.ts'
@@ -24,8 +25,10 @@ import { REPORT_FORMAT, type RunReport, writeReport } from '../../report/report.
 import { FolderSource, type ObjectSource, sourceFrom } from '../../verify/source.ts'
 import { checkThresholds } from '../../verify/thresholds.ts'
 import { type RunManifest, type Verification, verifyObjects } from '../../verify/verify.ts'
+import { writeAtomic } from '../../runtime/atomic.ts'
+import { describeFsError, lockFolder } from '../../runtime/lock.ts'
 import { createProgress } from '../progress.ts'
-import { checkIdTemplates, fleetTls, n, onceInterrupted } from '../shared.ts'
+import { checkIdTemplates, fleetTls, n, onceInterrupted, print } from '../shared.ts'
 
 export const command = ['run', '$0']
 export const describe =
@@ -89,8 +92,18 @@ export async function handler(args: Args): Promise<void> {
   const flags: Record<string, unknown> = {}
   for (const key of Object.keys(schemaOptions())) flags[key] = args[key]
   const config = resolveRunConfig({ file, flags, knownModels: Object.keys(MODELS) })
-  const code = await runLoadTest(config)
-  if (code !== 0) process.exitCode = code
+  // One owner per folder: a second run on the same --out stops here, before it reads or changes
+  // anything (the write-ahead log and the spool of the first run stay its own).
+  const lock = lockFolder(resolve(config.firehose.out), {
+    what: 'the run output (--out)',
+    fix: 'wait for that run to end or give --out another folder',
+  })
+  try {
+    const code = await runLoadTest(config)
+    if (code !== 0) process.exitCode = code
+  } finally {
+    lock.release()
+  }
 }
 
 /** Runs the whole load test for a resolved configuration; returns the exit code. */
@@ -102,7 +115,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   const runId = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(3).toString('hex')}`
   const errors: string[] = []
   const onError = (where: string) => (err: unknown) => {
-    const text = `${where}: ${err instanceof Error ? err.message : String(err)}`
+    const text = redactText(`${where}: ${err instanceof Error ? err.message : String(err)}`)
     if (errors.length < 20) errors.push(text)
   }
   const total = fc.devices.reduce((s, d) => s + d.count, 0)
@@ -158,7 +171,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
       onError: onError('bridge'),
     })
     sources.bridge = () => bridge!.stats()
-    console.log(
+    print(
       `fleetsim: ${config.name ? `scenario ${config.name}: ` : ''}${n(total)} devices (${mix}) at ${Number(fc.ratePerSecond.toPrecision(3))}/s each for ${fc.durationMs ? `${fc.durationMs / 1000}s` : 'until Ctrl-C'}\n` +
         `  broker ${brokerUrl ?? broker!.url} · firehose ${firehose ? `${firehose.url} stream ${hc.stream} · objects under ${rel(sink.location)}` : `AWS stream ${hc.stream}${hc.region ? ` in ${hc.region}` : ''}`}`,
     )
@@ -184,7 +197,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
     if (config.metrics.port !== undefined) {
       listening = '--metrics-port'
       metricsServer = await startMetricsServer(metrics, config.metrics.port)
-      console.log(`  metrics ${metricsServer.url}`)
+      print(`  metrics ${metricsServer.url}`)
     }
     // Progress starts before the fleet so that connecting a large fleet is not a silent wait.
     ticker = setInterval(() => progress.update(metrics.sample(Date.now())), 1000)
@@ -248,8 +261,15 @@ async function runLoadTest(config: RunConfig): Promise<number> {
     ...(acceptLatency ? { acceptLatency } : {}),
   }
   const manifestPath = join(out, 'runs', runId, 'manifest.json')
-  await mkdir(dirname(manifestPath), { recursive: true })
-  await writeFile(manifestPath, `${JSON.stringify(manifest)}\n`)
+  // A full disk must not cost the summary: the manifest is written atomically (never a torn or
+  // empty file), and a failure is one error line and a failed result, not a stack trace.
+  let manifestError: string | undefined
+  try {
+    await mkdir(dirname(manifestPath), { recursive: true })
+    await writeAtomic(manifestPath, `${JSON.stringify(manifest)}\n`)
+  } catch (err) {
+    manifestError = `cannot write the run manifest '${rel(manifestPath)}': ${describeFsError(err)}; free space in --out or give --out another folder`
+  }
 
   // Verification: read the objects back and match every (deviceId, seq) against what was published.
   let verification: Verification | undefined
@@ -281,7 +301,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
           if (verification.lost === 0 || Date.now() >= waitUntil || stopWaiting) break
           // About 20 reads over the wait, at most one per second and at least one per VERIFY_POLL_MS.
           const pollMs = Math.min(VERIFY_POLL_MS, Math.max(1000, config.verify.waitMs / 20))
-          console.log(
+          print(
             `waiting for delivery: ${n(verification.found)} of ${n(verification.expected)} records found in ${source.label}; re-reading in ${pollMs / 1000}s (up to ${Math.round((waitUntil - Date.now()) / 1000)}s more)`,
           )
           let timer: NodeJS.Timeout | undefined
@@ -307,12 +327,13 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   const failed = checks.filter((c) => !c.ok).map((c) => c.message)
   if (f.publishErrors > 0) failed.push(`${n(f.publishErrors)} publishes failed`)
   if (bridgeError) failed.unshift(`the bridge stopped: ${bridgeError.message}`)
+  if (manifestError) failed.push(manifestError)
   const ok = failed.length === 0
   const h = firehose?.stats()
   const b = bridge.stats()
   const where = sink.written.length ? rel(dirname(sink.written[0]!)) : undefined
 
-  console.log(
+  print(
     [
       '',
       'Summary',
@@ -342,7 +363,9 @@ async function runLoadTest(config: RunConfig): Promise<number> {
       `  latency → accepted       ${latency(acceptLatency)}`,
       `  latency → written        ${latency(writtenLatency)}`,
       ...checks.map((c) => `  threshold                ${c.message}`),
-      `  manifest                 ${rel(manifestPath)}${firehose ? ` (check again: fleetsim verify --from ${rel(sink.location)} --manifest ${rel(manifestPath)})` : ''}`,
+      manifestError
+        ? `  manifest                 not written: ${manifestError}`
+        : `  manifest                 ${rel(manifestPath)}${firehose ? ` (check again: fleetsim verify --from ${rel(sink.location)} --manifest ${rel(manifestPath)})` : ''}`,
       ...errors.map((e) => `  error                    ${e}`),
       `  result                   ${ok ? `OK: ${verification ? 'every published message was found in the objects' : 'not verified'}${checks.length ? '; all thresholds held' : ''}` : `FAILED: ${failed.join('; ')}`}`,
     ].join('\n'),
@@ -382,8 +405,13 @@ async function runLoadTest(config: RunConfig): Promise<number> {
     }
     for (const path of [config.report.json, config.report.html]) {
       if (!path) continue
-      await writeReport(report, path)
-      console.log(`  report                   ${path}`)
+      try {
+        await writeReport(report, path)
+        print(`  report                   ${path}`)
+      } catch (err) {
+        print(`  report                   not written: cannot write '${path}': ${describeFsError(err)}`)
+        return 1
+      }
     }
   }
   return ok ? 0 : 1
