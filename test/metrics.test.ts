@@ -14,7 +14,7 @@ afterEach(async () => {
 })
 
 describe('Histogram', () => {
-  it('gives exact percentiles at 1 ms resolution, then 1 s buckets, never under-reporting', () => {
+  it('gives exact percentiles at 1 ms resolution up to 2 s, within 0.1 % above, never under-reporting', () => {
     const h = new Histogram()
     for (let v = 1; v <= 100; v++) h.record(v)
     expect(h.summary()).toEqual({
@@ -31,9 +31,29 @@ describe('Histogram', () => {
     const slow = new Histogram()
     slow.record(61_200)
     slow.record(90_000)
-    expect(slow.percentile(0.5)).toBe(62_000)
+    expect(slow.percentile(0.5)).toBeGreaterThanOrEqual(61_200)
+    expect(slow.percentile(0.5)).toBeLessThanOrEqual(61_200 * 1.001)
     expect(slow.percentile(1)).toBe(90_000)
     expect(new Histogram().summary()).toBeUndefined()
+  })
+
+  it('merges exactly: the merged p99 is the p99 of the pooled values, also through encode/decode', () => {
+    const parts = [new Histogram(), new Histogram(), new Histogram()]
+    const pooled: number[] = []
+    let x = 7
+    for (let i = 0; i < 30_000; i++) {
+      x = (x * 48271) % 2147483647
+      const v = (x % 1900) + 1 + (i % 3) * 40 // three shards with different distributions
+      parts[i % 3]!.record(v)
+      pooled.push(v)
+    }
+    const merged = new Histogram()
+    for (const p of parts) merged.merge(Histogram.decode(JSON.parse(JSON.stringify(p.encode()))))
+    pooled.sort((a, b) => a - b)
+    const exact = (q: number) => pooled[Math.ceil(q * pooled.length) - 1]
+    expect(merged.count).toBe(30_000)
+    for (const q of [0.5, 0.9, 0.99, 0.999]) expect(merged.percentile(q)).toBe(exact(q))
+    expect(merged.summary()!.meanMs).toBeCloseTo(pooled.reduce((a, b) => a + b, 0) / pooled.length, 1)
   })
 })
 
