@@ -1,4 +1,5 @@
-import { Histogram } from './histogram.ts'
+import { type EncodedHistogram, Histogram } from './histogram.ts'
+import { forEachPublishLatency } from './accept-latency.ts'
 
 /** Stats snapshots as the components report them; any extra numeric fields are kept as they are. */
 export interface StatsSources {
@@ -41,8 +42,6 @@ export interface Sample {
   acceptP99Ms: number | null
 }
 
-const TS_FIELD = /"ts":(\d{10,16})/
-
 /**
  * Aggregates the components' stats snapshots and the publish → acceptance latency in one place.
  * The run command calls sample() once a second; the progress display, the reports and the
@@ -67,19 +66,23 @@ export class RunMetrics {
   ) {}
 
   /**
-   * Records the acceptance of records by the local Firehose at `nowMs`: each record's `ts` (publish
-   * time, set by the device) gives its publish → acceptance latency. Reads only the first bytes of a
-   * record, so it costs no JSON parse.
+   * Records the acceptance of records by a local Firehose in this thread at `nowMs` (each record's
+   * `ts` gives its publish → acceptance latency).
    */
   onAccepted(records: readonly Uint8Array[], nowMs: number): void {
-    for (const r of records) {
-      const head = Buffer.from(r.buffer, r.byteOffset, Math.min(r.byteLength, 256)).toString('latin1')
-      const m = TS_FIELD.exec(head)
-      if (!m) continue
-      const latency = nowMs - Number(m[1])
-      this.acceptLatency.record(latency)
-      this.window.record(latency)
-    }
+    forEachPublishLatency(records, nowMs, (ms) => {
+      this.acceptLatency.record(ms)
+      this.window.record(ms)
+    })
+  }
+
+  /** Merges publish → acceptance latencies measured elsewhere (a local Firehose in its own thread). */
+  addAccepted(delta: EncodedHistogram): void {
+    if (!delta.hdr) return
+    const h = Histogram.decode(delta)
+    if (h.count === 0) return
+    this.acceptLatency.merge(h)
+    this.window.merge(h)
   }
 
   /** Current totals, without touching the series. */

@@ -1,0 +1,86 @@
+import type { FirehoseStats } from '../../firehose/server.ts'
+import type { EncodedHistogram } from '../../metrics/histogram.ts'
+import { startThread, type ThreadPart } from '../../runtime/thread.ts'
+import type { FirehosePartInit } from './firehose-part.ts'
+
+/** The local Firehose running in its own worker thread, as the run sees it. */
+export interface FirehoseThread {
+  readonly url: string
+  readonly port: number
+  readonly objectsLocation: string
+  readonly recovered: { streams: number; records: number }
+  readonly thread: ThreadPart
+  /** The latest stats the thread sent (at most reportEveryMs old). */
+  stats(): FirehoseStats
+  /** Paths of the objects written so far, in order (for verification). */
+  written(): Promise<string[]>
+  /** Delivers what it holds, stops, ends the thread. Idempotent. */
+  close(): Promise<void>
+}
+
+/**
+ * Starts the local Firehose in a worker thread. `onAccepted` receives the publish → acceptance
+ * latencies measured there, `onError` its errors.
+ */
+export async function startFirehoseThread(
+  init: FirehosePartInit,
+  hooks: { onAccepted(delta: EncodedHistogram): void; onError(message: string): void },
+): Promise<FirehoseThread> {
+  const thread = await startThread(new URL('./firehose-part.ts', import.meta.url), init, {
+    name: 'local Firehose',
+  })
+  let latest: FirehoseStats | undefined
+  const take = (v: unknown) => {
+    const m = v as { stats?: FirehoseStats; accepted: EncodedHistogram }
+    if (m.stats) latest = m.stats
+    hooks.onAccepted(m.accepted)
+  }
+  thread.on('stats', take)
+  thread.on('error', (m) => hooks.onError(String(m)))
+  let started: {
+    url: string
+    port: number
+    objectsLocation: string
+    recovered: { streams: number; records: number }
+  }
+  try {
+    started = await thread.call('start')
+  } catch (err) {
+    await thread.close()
+    throw err
+  }
+  let closing: Promise<void> | undefined
+  return {
+    ...started,
+    thread,
+    stats: () => latest ?? emptyStats(),
+    written: () => thread.call<string[]>('written'),
+    close() {
+      closing ??= (async () => {
+        // The part's close delivers what it holds, then sends its last stats and latencies.
+        await thread.close()
+      })()
+      return closing
+    },
+  }
+}
+
+function emptyStats(): FirehoseStats {
+  return {
+    streams: 0,
+    recordsAccepted: 0,
+    bytesAccepted: 0,
+    recordsBuffered: 0,
+    objectsWritten: 0,
+    recordsWritten: 0,
+    bytesWritten: 0,
+    throttledRecords: 0,
+    throttledCalls: 0,
+    injectedRecordFailures: 0,
+    injectedCallErrors: 0,
+    deliveryErrors: 0,
+    requests: 0,
+    errors: 0,
+    byStream: {},
+  }
+}
