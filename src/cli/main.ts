@@ -6,6 +6,7 @@ import * as bridge from './commands/bridge.ts'
 import * as broker from './commands/broker.ts'
 import * as devices from './commands/devices.ts'
 import * as firehose from './commands/firehose.ts'
+import * as k8s from './commands/k8s.ts'
 import * as run from './commands/run.ts'
 import * as verify from './commands/verify.ts'
 
@@ -23,6 +24,7 @@ export function buildCli(argv: string[]): Argv {
     .command(bridge)
     .command(firehose)
     .command(verify)
+    .command(k8s)
     .command(bench)
     .demandCommand(1, 'Name a command; `fleetsim --help` lists them.')
     .strict()
