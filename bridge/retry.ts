@@ -2,17 +2,14 @@ import { BridgeError } from './errors.ts'
 
 /**
  * Capped exponential backoff with full jitter: the n-th retry waits a random time in
- * [0, min(capMs, baseMs × factor^(n-1))]. Defaults: 100 ms, ×2, capped at 10 s, so the waits' upper
- * bounds run 100 ms, 200 ms, 400 ms … 6.4 s, 10 s, 10 s… Retries never stop while the bridge runs
- * (the records are in the spool; a full spool holds acknowledgements instead).
+ * [0, min(capMs, baseMs × factor^(n-1))]. With DEFAULT_RETRY (options.ts: 100 ms, ×2, capped at
+ * 10 s) the waits' upper bounds run 100 ms, 200 ms, 400 ms … 6.4 s, 10 s, 10 s…
  */
 export interface RetryPolicy {
   baseMs: number
   factor: number
   capMs: number
 }
-
-export const DEFAULT_RETRY: RetryPolicy = { baseMs: 100, factor: 2, capMs: 10_000 }
 
 /** @example backoffMs(3, DEFAULT_RETRY, Math.random) // somewhere in [0, 400] */
 export function backoffMs(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
@@ -77,4 +74,32 @@ export function fatalError(err: unknown, stream: string, where: string): BridgeE
     `Firehose rejected PutRecordBatch to delivery stream '${stream}' ${where} with ${name}: ${message}. Fix: ${known.fix(stream, where)}`,
     { cause: err },
   )
+}
+
+/**
+ * A short, stable name for why a whole call failed, for stats by cause: the AWS error name
+ * (`ThrottlingException`, `ServiceUnavailableException`), the network error code (`ECONNREFUSED`,
+ * `ECONNRESET`), or `timeout`.
+ *
+ * @example callFailureReason(Object.assign(new Error('x'), { code: 'ECONNREFUSED' })) // 'ECONNREFUSED'
+ */
+export function callFailureReason(err: unknown): string {
+  const e = err as { name?: string; code?: unknown; $metadata?: { httpStatusCode?: number } }
+  if (e instanceof CallTimeoutError) return 'timeout'
+  if (typeof e?.code === 'string' && /^E[A-Z]+$/.test(e.code)) return e.code
+  const name = e?.name
+  if (name && name !== 'Error' && name !== 'Unknown') return name
+  const status = e?.$metadata?.httpStatusCode
+  return status ? `HTTP ${status}` : 'error'
+}
+
+/** A PutRecordBatch call was not answered within requestTimeoutMs; retried like a network error. */
+export class CallTimeoutError extends Error {
+  constructor(
+    readonly stream: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`PutRecordBatch to delivery stream '${stream}' got no answer within ${timeoutMs} ms; retrying`)
+    this.name = 'TimeoutError'
+  }
 }

@@ -3,16 +3,15 @@ import {
   fdatasync,
   fsyncSync,
   ftruncateSync,
-  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
   unlinkSync,
-  writeFileSync,
   writeSync,
 } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
+import { type FolderLock, lockFolder } from '../src/runtime/lock.ts'
 import { BridgeError } from './errors.ts'
 
 /**
@@ -71,8 +70,6 @@ const FRAME_HEADER = 8
 const SEGMENT_SUFFIX = '.seg'
 const DONE_SUFFIX = '.done'
 
-const locked = new Set<string>()
-
 /**
  * An append-only, segmented, durable queue: the bridge appends a message, then acknowledges it; the
  * sender marks it done once Firehose accepted it; a segment file is deleted once all its messages are
@@ -92,56 +89,70 @@ export class Spool {
   private pendingRecords = 0
   private pendingBytes = 0
   private closed = false
-  private spaceWaiters: Array<() => void> = []
   private staged: Buffer[] = []
 
   private constructor(
     private readonly opts: SpoolOptions,
+    private readonly lock: FolderLock,
     nextId: number,
   ) {
     this.nextId = nextId
   }
 
-  /** Opens (creating if needed) and locks the spool folder; returns the messages to replay. */
+  /**
+   * Locks the spool folder (creating it if needed) before reading anything in it, then returns the
+   * messages to replay. A folder held by another live bridge throws LockError (`FLEETSIM_LOCKED`)
+   * naming the folder and the process holding it; nothing in the folder is read or changed.
+   */
   static open(opts: SpoolOptions): { spool: Spool; replayed: SpoolEntry[] } {
+    const lock = lockFolder(opts.dir, {
+      what: 'the bridge spool',
+      fix: 'give each bridge its own --spool-dir (and --client-id)',
+    })
     try {
-      mkdirSync(opts.dir, { recursive: true })
+      const files = readdirSync(opts.dir)
+        .filter((f) => f.endsWith(SEGMENT_SUFFIX))
+        .sort()
+      const ids = files.map((f) => Number.parseInt(f, 10)).filter((id) => Number.isFinite(id))
+      const spool = new Spool(opts, lock, ids.length ? Math.max(...ids) + 1 : 1)
+      const replayed: SpoolEntry[] = []
+      for (const id of ids) {
+        const segment: Segment = { id, path: spool.segmentPath(id), records: 0, done: 0 }
+        const entries = readSegment(segment)
+        const done = readDoneMarks(segment.path)
+        segment.records = entries.length
+        const pending = entries.filter((e) => !done.has(e.index))
+        segment.done = entries.length - pending.length
+        if (pending.length === 0) {
+          spool.remove(segment)
+          continue
+        }
+        spool.segments.set(id, segment)
+        for (const e of pending) {
+          spool.pendingRecords++
+          spool.pendingBytes += e.bytes
+          replayed.push(e)
+        }
+      }
+      return { spool, replayed }
     } catch (err) {
-      throw new BridgeError('BRIDGE_SPOOL_IO', `cannot create spool folder '${opts.dir}': ${String(err)}`, {
-        cause: err,
-      })
+      lock.release()
+      throw err instanceof BridgeError
+        ? err
+        : new BridgeError('BRIDGE_SPOOL_IO', `cannot read spool folder '${opts.dir}': ${String(err)}`, {
+            cause: err,
+          })
     }
-    lock(opts.dir)
-    const files = readdirSync(opts.dir)
-      .filter((f) => f.endsWith(SEGMENT_SUFFIX))
-      .sort()
-    const ids = files.map((f) => Number.parseInt(f, 10)).filter((id) => Number.isFinite(id))
-    const spool = new Spool(opts, ids.length ? Math.max(...ids) + 1 : 1)
-    const replayed: SpoolEntry[] = []
-    for (const id of ids) {
-      const segment: Segment = { id, path: spool.segmentPath(id), records: 0, done: 0 }
-      const entries = readSegment(segment)
-      const done = readDoneMarks(segment.path)
-      segment.records = entries.length
-      const pending = entries.filter((e) => !done.has(e.index))
-      segment.done = entries.length - pending.length
-      if (pending.length === 0) {
-        spool.remove(segment)
-        continue
-      }
-      spool.segments.set(id, segment)
-      for (const e of pending) {
-        spool.pendingRecords++
-        spool.pendingBytes += e.bytes
-        replayed.push(e)
-      }
-    }
-    return { spool, replayed }
   }
 
   /** True while acknowledgements must be held: the spool is at its bound. */
   get full(): boolean {
     return this.pendingBytes >= this.opts.maxBytes || this.pendingRecords >= this.opts.maxRecords
+  }
+
+  /** At most half of each bound used: a bridge that disconnected on a full spool may reconnect. */
+  get halfEmpty(): boolean {
+    return this.pendingBytes <= this.opts.maxBytes / 2 && this.pendingRecords <= this.opts.maxRecords / 2
   }
 
   get records(): number {
@@ -150,12 +161,6 @@ export class Spool {
 
   get bytes(): number {
     return this.pendingBytes
-  }
-
-  /** Resolves once the spool is no longer full (or is closed). */
-  waitForSpace(): Promise<void> {
-    if (!this.full || this.closed) return Promise.resolve()
-    return new Promise((resolve) => this.spaceWaiters.push(resolve))
   }
 
   /**
@@ -261,20 +266,26 @@ export class Spool {
       if (seg === this.active && seg.done === seg.records && this.activeBytes >= this.opts.segmentBytes)
         this.roll()
     }
-    if (!this.full && this.spaceWaiters.length) for (const w of this.spaceWaiters.splice(0)) w()
   }
 
   /** Closes the current segment; a fully delivered one is deleted, the rest stay for the next start. Idempotent. */
   close(): void {
     if (this.closed) return
     this.closed = true
-    this.closeActive()
-    for (const seg of this.segments.values()) {
-      if (seg.doneFd !== undefined) closeSync(seg.doneFd)
-      seg.doneFd = undefined
+    try {
+      this.closeActive()
+      for (const seg of this.segments.values()) {
+        if (seg.doneFd !== undefined) closeSync(seg.doneFd)
+        seg.doneFd = undefined
+      }
+    } finally {
+      this.lock.release()
     }
-    for (const w of this.spaceWaiters.splice(0)) w()
-    unlock(this.opts.dir)
+  }
+
+  /** The spool folder (absolute). */
+  get dir(): string {
+    return this.lock.dir
   }
 
   private segmentPath(id: number): string {
@@ -393,42 +404,4 @@ function readDoneMarks(segmentPath: string): Set<number> {
   }
   for (let off = 0; off + 4 <= buf.length; off += 4) done.add(buf.readUInt32LE(off))
   return done
-}
-
-function lock(dir: string): void {
-  const path = join(dir, 'LOCK')
-  if (locked.has(dir)) {
-    throw new BridgeError(
-      'BRIDGE_SPOOL_LOCKED',
-      `spool folder '${dir}' is already used by another bridge in this process; give each bridge its own --spool-dir`,
-    )
-  }
-  let holder: number | undefined
-  try {
-    holder = Number.parseInt(readFileSync(path, 'utf8'), 10)
-  } catch {}
-  if (holder && holder !== process.pid && isAlive(holder)) {
-    throw new BridgeError(
-      'BRIDGE_SPOOL_LOCKED',
-      `spool folder '${dir}' is in use by bridge process ${holder}; give each bridge its own --spool-dir (and --client-id)`,
-    )
-  }
-  writeFileSync(path, String(process.pid))
-  locked.add(dir)
-}
-
-function unlock(dir: string): void {
-  locked.delete(dir)
-  try {
-    unlinkSync(join(dir, 'LOCK'))
-  } catch {}
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }

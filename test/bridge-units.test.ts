@@ -1,4 +1,13 @@
-import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync } from 'node:fs'
+import {
+  appendFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import {
@@ -8,12 +17,16 @@ import {
   isOversized,
   takeBatch,
 } from '../bridge/batcher.ts'
+import { DeadLetterFile } from '../bridge/deadletter.ts'
 import { BridgeError } from '../bridge/errors.ts'
 import { Histogram } from '../bridge/histogram.ts'
-import { backoffMs, DEFAULT_RETRY, fatalError } from '../bridge/retry.ts'
+import { type BridgeEvent, DEFAULT_RETRY } from '../bridge/options.ts'
+import { RecordFormatter } from '../bridge/records.ts'
+import { backoffMs, fatalError } from '../bridge/retry.ts'
 import { Spool } from '../bridge/spool.ts'
 import { sharedFilter, topicMatches } from '../bridge/topics.ts'
 import { MAX_BATCH_BYTES, MAX_RECORD_BYTES } from '../src/firehose/limits.ts'
+import { LOCK_FILE, readHolder } from '../src/runtime/lock.ts'
 import { tempDir } from './helpers.ts'
 
 const item = (bytes: number) => ({ data: Buffer.alloc(bytes, 'x') })
@@ -132,13 +145,9 @@ describe('spool', () => {
       spool.append(`t/${i}`, Buffer.alloc(300, i), 1_000 + i),
     )
     expect(spool.full).toBe(true)
-    let freed = false
-    void spool.waitForSpace().then(() => {
-      freed = true
-    })
     spool.done(entries[0]!)
-    await Promise.resolve()
-    expect(freed).toBe(true)
+    expect(spool.full).toBe(false)
+    expect(spool.halfEmpty).toBe(false)
     spool.done(entries[1]!)
     spool.done(entries[2]!)
     // 5 × ~320 bytes over 1,000-byte segments: the first segment (entries 0-3) is not yet all done;
@@ -164,7 +173,7 @@ describe('spool', () => {
     expect(again.spool.records).toBe(6)
     again.spool.doneAll(again.replayed)
     again.spool.close()
-    expect(readdirSync(dir).filter((f) => f !== 'LOCK')).toEqual([])
+    expect(readdirSync(dir)).toEqual([])
   })
 
   it('cuts a torn last frame (a crash mid-write) and keeps the whole ones', async () => {
@@ -186,15 +195,76 @@ describe('spool', () => {
     third.spool.close()
   })
 
-  it('refuses a spool folder in use by another live process', async () => {
+  it('locks its folder with lockFolder: refused in use (however the path is spelled), taken over from a dead holder', async () => {
     const dir = await tempDir('fleetsim-spool-')
     const { spool } = open(dir)
-    expect(() => open(dir)).toThrow(expect.objectContaining({ code: 'BRIDGE_SPOOL_LOCKED' }))
+    expect(() => open(dir)).toThrow(expect.objectContaining({ code: 'FLEETSIM_LOCKED' }))
+    // The same folder spelled another way is the same folder.
+    expect(() => open(`${dir}/./`)).toThrow(/the bridge spool folder .* is already in use in this process/)
     spool.close()
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false)
     // A lock left by a dead process (kill -9) is taken over.
-    appendFileSync(join(dir, 'LOCK'), '999999999')
+    const dead = {
+      pid: 999_999_999,
+      host: hostname(),
+      startTicks: null,
+      command: 'fleetsim bridge',
+      since: '',
+    }
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify(dead))
     const again = open(dir)
-    expect(readFileSync(join(dir, 'LOCK'), 'utf8')).toBe(String(process.pid))
+    expect(readHolder(join(dir, LOCK_FILE))?.pid).toBe(process.pid)
     again.spool.close()
+  })
+})
+
+describe('records: routing, formatting, dead letters, the separator', () => {
+  const formatter = async (separator: string, envelope = false) => {
+    const path = join(await tempDir('fleetsim-records-'), 'dead.jsonl')
+    const deadLetters = new DeadLetterFile(path, false)
+    const events: BridgeEvent[] = []
+    const f = new RecordFormatter({
+      stream: 'main',
+      routes: [{ filter: 'fleet/vehicle/#', stream: 'vehicles' }],
+      separator,
+      envelope,
+      deadLetters,
+      now: () => 0,
+      onEvent: (e) => events.push(e),
+    })
+    return { f, events, path, deadLetters }
+  }
+
+  it('counts the separator in the 1,000 KiB record limit, as the service counts the record bytes', async () => {
+    const { f, path, deadLetters } = await formatter('\n')
+    const exact = Buffer.alloc(MAX_RECORD_BYTES, 'a')
+    expect(f.format('fleet/x', exact, 0)).toBeUndefined()
+    expect(f.format('fleet/x', exact.subarray(1), 0)?.data.length).toBe(MAX_RECORD_BYTES)
+    deadLetters.close()
+    const letter = JSON.parse(readFileSync(path, 'utf8'))
+    expect(letter.error).toBe(
+      "record of 1024001 bytes (separator included) is over Firehose's 1024000-byte (1,000 KiB) record limit",
+    )
+    // With no separator, exactly 1,000 KiB fits.
+    const none = await formatter('')
+    expect(none.f.format('fleet/x', exact, 0)?.data.length).toBe(MAX_RECORD_BYTES)
+  })
+
+  it('warns once when a message contains the separator, and counts every such message', async () => {
+    const { f, events } = await formatter('\n')
+    expect(f.format('fleet/vehicle/v1', Buffer.from('{"a":1}'), 0)?.stream).toBe('vehicles')
+    expect(events).toEqual([])
+    f.format('fleet/bin', Buffer.from([0x01, 0x0a, 0x02]), 0)
+    f.format('fleet/bin', Buffer.from('two\nlines'), 0)
+    expect(f.withSeparator).toBe(2)
+    expect(events).toHaveLength(1)
+    expect(events[0]).toMatchObject({ level: 'warn', code: 'BRIDGE_SEPARATOR_IN_PAYLOAD' })
+    expect(events[0]!.message).toContain('a message on \'fleet/bin\' contains the separator "\\n"')
+    expect(events[0]!.message).toContain('use --envelope')
+    // With --envelope the payload is JSON-escaped: no warning.
+    const env = await formatter('\n', true)
+    env.f.format('fleet/bin', Buffer.from([0x01, 0x0a, 0xff]), 0)
+    env.f.format('fleet/bin', Buffer.from('two\nlines'), 0)
+    expect(env.events).toEqual([])
   })
 })

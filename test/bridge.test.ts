@@ -1,9 +1,12 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startBridge } from '../bridge/bridge.ts'
+import { type BridgeEvent, startBridge } from '../bridge/bridge.ts'
+import type { BridgeError } from '../bridge/errors.ts'
 import { startBroker } from '../src/broker/index.ts'
 import { startLocalFirehose } from '../src/firehose/server.ts'
 import { FolderSink } from '../src/firehose/sink.ts'
@@ -250,9 +253,15 @@ describe('bridge: at-least-once into Firehose', () => {
     expect(held.buffered + held.inFlight).toBeLessThanOrEqual(50)
     expect(held.held).toBeGreaterThan(0)
     expect(held.accepted).toBe(0)
+    // What tells that the spool (Firehose behind it) saturated first: held, then paused.
+    expect(held.heldMs).toBeGreaterThanOrEqual(300)
+    expect(held.brokerState).toBe('paused')
+    expect(held.failedCallsByCause.ServiceUnavailableException).toBe(held.failedCalls)
     faulty.down = false
     const sent = await load
     await eventually(() => bridge.stats().accepted >= 400 && bridge.stats().buffered === 0, 30_000)
+    expect(bridge.stats()).toMatchObject({ brokerState: 'ready', holding: 0 })
+    expect(bridge.stats().pausedMs).toBeGreaterThan(0)
     await bridge.close()
     await firehose.close()
     const match = matchRecords(sent, await readObjects(sink.written))
@@ -309,6 +318,8 @@ describe('bridge: at-least-once into Firehose', () => {
       clientId: 'bridge-ack-order',
       spoolDir,
       retry: { baseMs: 50, factor: 2, capMs: 200 },
+      // Firehose stays down: close() need not wait for it.
+      drainTimeoutMs: 0,
     })
     closers.push(() => bridge.close())
     const acked: number[] = []
@@ -327,5 +338,138 @@ describe('bridge: at-least-once into Firehose', () => {
     await eventually(() => acked.length === 300)
     expect(violations).toEqual([])
     expect(acked).toEqual(Array.from({ length: 300 }, (_, i) => i + 1))
+  })
+})
+
+describe('bridge: a broker that refuses, a Firehose that never answers', () => {
+  it('surfaces a CONNACK refusal (bad credentials) clearly and logs in with the right ones', async () => {
+    const { out, firehose } = await pipeline()
+    const broker = await startBroker({
+      port: 0,
+      aedes: {
+        authenticate: (_client, user, pass, done) =>
+          user === 'bridge' && String(pass) === 'right'
+            ? done(null, true)
+            : done(Object.assign(new Error('bad login'), { returnCode: 4 as const }), false),
+      },
+    })
+    closers.push(() => broker.close())
+    const events: BridgeEvent[] = []
+    const options = {
+      brokerUrl: broker.url,
+      username: 'bridge',
+      password: 'wrong',
+      topics: ['fleet/#'],
+      stream: 'bt',
+      endpoint: firehose.url,
+      clientId: 'bridge-auth',
+      spoolDir: join(out, 'spool'),
+      reconnect: { baseMs: 20, factor: 2, capMs: 100 },
+      startTimeoutMs: 1_000,
+      onEvent: (e: BridgeEvent) => events.push(e),
+    }
+    const err = await startBridge(options).then(
+      () => undefined,
+      (e) => e as BridgeError,
+    )
+    expect(err?.code).toBe('BRIDGE_BROKER_UNREACHABLE')
+    expect(err?.message).toBe(
+      `cannot connect to broker ${broker.url} within 1 s: bad username or password; check --username and --password (or user:pass@ in the URL)`,
+    )
+    // Reported once, however many attempts; the password never appears.
+    expect(events.filter((e) => e.code === 'BRIDGE_BROKER_REFUSED')).toHaveLength(1)
+    expect(JSON.stringify(events)).not.toContain('wrong')
+
+    const bridge = await startBridge({ ...options, password: 'right' })
+    closers.push(() => bridge.close())
+    expect(bridge.stats()).toMatchObject({ brokerState: 'ready', connects: 1, connectionErrors: 0 })
+  })
+
+  it('start gives up after startTimeoutMs on an unreachable broker, or at once when its signal aborts', async () => {
+    const { out, firehose } = await pipeline()
+    const probe = await startBroker({ port: 0 })
+    await probe.close()
+    const options = {
+      brokerUrl: probe.url,
+      topics: ['fleet/#'],
+      stream: 'bt',
+      endpoint: firehose.url,
+      clientId: 'bridge-unreachable',
+      spoolDir: join(out, 'spool'),
+      reconnect: { baseMs: 20, factor: 2, capMs: 100 },
+    }
+    await expect(startBridge({ ...options, startTimeoutMs: 500 })).rejects.toMatchObject({
+      code: 'BRIDGE_BROKER_UNREACHABLE',
+      message: expect.stringContaining(`${probe.url} within 0.5 s: connection refused`),
+    })
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 100)
+    await expect(startBridge({ ...options, signal: ac.signal })).rejects.toMatchObject({
+      code: 'FLEETSIM_ABORTED',
+    })
+    // Both released the spool: a third start takes it.
+    const third = await startBridge({ ...options, brokerUrl: (await pipeline()).broker.url })
+    await third.close()
+  })
+
+  it('abandons a PutRecordBatch call that gets no answer after requestTimeoutMs and retries it', async () => {
+    const { out, broker, sink, firehose } = await pipeline()
+    // Frozen: takes requests and never answers them, until thawed; then forwards to the local Firehose.
+    let frozen = true
+    let held = 0
+    const frozenFirehose = createServer((req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', async () => {
+        if (frozen) {
+          held++
+          return
+        }
+        const r = await fetch(firehose.url, {
+          method: 'POST',
+          headers: {
+            'content-type': String(req.headers['content-type']),
+            'x-amz-target': String(req.headers['x-amz-target']),
+          },
+          body: Buffer.concat(chunks),
+        })
+        res.writeHead(r.status, { 'content-type': 'application/x-amz-json-1.1' }).end(await r.text())
+      })
+    })
+    await new Promise<void>((r) => frozenFirehose.listen(0, '127.0.0.1', () => r()))
+    closers.push(
+      () =>
+        new Promise<void>((r) => {
+          frozenFirehose.closeAllConnections()
+          frozenFirehose.close(() => r())
+        }),
+    )
+    const errors: unknown[] = []
+    const bridge = await startBridge({
+      brokerUrl: broker.url,
+      topics: ['fleet/#'],
+      stream: 'bt',
+      endpoint: `http://127.0.0.1:${(frozenFirehose.address() as AddressInfo).port}`,
+      clientId: 'bridge-timeout',
+      spoolDir: join(out, 'spool'),
+      lingerMs: 10,
+      requestTimeoutMs: 300,
+      retry: { baseMs: 20, factor: 2, capMs: 100 },
+      onError: (e) => errors.push(e),
+    })
+    closers.push(() => bridge.close())
+    const sent = await publishLoad({ brokerUrl: broker.url, publishers: 2, perPublisher: 10 })
+    await eventually(() => bridge.stats().timeouts >= 2)
+    expect(bridge.stats()).toMatchObject({ accepted: 0, inFlight: expect.any(Number) })
+    frozen = false
+    await eventually(() => bridge.stats().accepted === 20)
+    const s = bridge.stats()
+    expect(held).toBeGreaterThanOrEqual(2)
+    expect(s.failedCallsByCause.timeout).toBe(s.timeouts)
+    expect(s.failedCalls).toBe(s.timeouts)
+    expect(String(errors[0])).toContain("PutRecordBatch to delivery stream 'bt' got no answer within 300 ms")
+    await bridge.close()
+    await firehose.close()
+    expect(matchRecords(sent, await readObjects(sink.written))).toMatchObject({ found: 20, lost: 0 })
   })
 })

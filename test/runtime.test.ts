@@ -79,6 +79,31 @@ describe('lockFolder', () => {
     lock.release()
   })
 
+  it('masks secrets of the command line it writes', () => {
+    const d = dir()
+    const argv = process.argv
+    process.argv = [
+      argv[0]!,
+      '/x/src/cli/bin.js',
+      'bridge',
+      '--password',
+      'pw-1',
+      '--broker',
+      'mqtt://u:pw-2@h',
+      '--api-secret=pw-3',
+    ]
+    try {
+      const lock = lockFolder(d, { what: 'test', fix: 'x' })
+      const text = readFileSync(join(d, LOCK_FILE), 'utf8')
+      expect(JSON.parse(text).command).toBe(
+        'fleetsim bridge --password *** --broker mqtt://u:***@h --api-secret=***',
+      )
+      lock.release()
+    } finally {
+      process.argv = argv
+    }
+  })
+
   it('takes over a lock whose pid now belongs to another process (pid reuse)', () => {
     const d = dir()
     // pid 1 runs, but it did not start at tick 1.

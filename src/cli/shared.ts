@@ -11,6 +11,11 @@ export const print = (text: string): void => {
   process.stdout.write(`${redactText(text)}\n`)
 }
 
+/** Writes one line to stderr with every known secret redacted. */
+export const printErr = (text: string): void => {
+  process.stderr.write(`${redactText(text)}\n`)
+}
+
 /** Formats a count with thousands separators. */
 export const n = (v: number): string => Math.round(v).toLocaleString('en-US')
 

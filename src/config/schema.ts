@@ -7,6 +7,7 @@
  * Units are in the names where the value is a plain number (`lingerMs`, `bufferIntervalS`); values
  * of kind `duration` and `rate` are written with their unit (`30s`, `5/s`).
  */
+import { BRIDGE_BOUNDS } from '../../bridge/options.ts'
 
 export type FieldKind =
   | { type: 'string'; pattern?: string; examples?: string[] }
@@ -162,18 +163,16 @@ export const SCENARIO_SCHEMA = {
       describe: 'MQTT topic filters the bridge subscribes to',
       flag: 'topic',
     },
+    // Defaults and ranges are the bridge's own (bridge/options.ts), so that a value the schema
+    // accepts is one the bridge accepts.
     lingerMs: {
       type: 'integer',
-      min: 0,
-      max: 60_000,
-      default: 200,
+      ...BRIDGE_BOUNDS.lingerMs,
       describe: 'How long a partial batch may wait for more records before it is sent',
     },
     maxInFlightCalls: {
       type: 'integer',
-      min: 1,
-      max: 1000,
-      default: 4,
+      ...BRIDGE_BOUNDS.maxInFlightCalls,
       describe: 'PutRecordBatch calls in flight at once',
     },
   },

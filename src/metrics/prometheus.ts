@@ -13,6 +13,12 @@ const GAUGE_FIELDS = new Set([
   'streams',
   'spooled',
   'spoolBytes',
+  'callsInFlight',
+  'maxInFlightCalls',
+  'queued',
+  'retryWaiting',
+  'holding',
+  'workers',
 ])
 
 export interface MetricsServer {

@@ -1,6 +1,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
+import { REDACTED, redactText } from '../config/redact.ts'
 import { FleetsimError } from '../errors.ts'
 
 /**
@@ -65,11 +66,7 @@ export function lockFolder(folder: string, opts: { what: string; fix: string }):
     pid: process.pid,
     host: hostname(),
     startTicks: startTicks(process.pid),
-    command: process.argv
-      .slice(1)
-      .map((a) => a.replace(/^.*\/(src\/cli\/bin\.js|fleetsim)$/, 'fleetsim'))
-      .join(' ')
-      .slice(0, 200),
+    command: commandLine(process.argv.slice(1)),
     since: new Date().toISOString(),
   }
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -121,6 +118,26 @@ export function lockFolder(folder: string, opts: { what: string; fix: string }):
     }
   }
   throw new LockError('FLEETSIM_LOCKED', `could not lock ${opts.what} folder '${dir}'; ${opts.fix}`)
+}
+
+/**
+ * The command line as the lock file and its error name it: fleetsim's entry shortened to `fleetsim`,
+ * and secrets masked (the value after a flag naming a password or secret, and any known secret or
+ * URL password), since the lock file and the error are outputs like any other.
+ */
+function commandLine(argv: string[]): string {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!.replace(/^.*\/(src\/cli\/bin\.js|fleetsim)$/, 'fleetsim')
+    const secretFlag = /^--?[\w-]*(password|secret|token)[\w-]*/i.exec(a)
+    if (secretFlag && a.includes('=')) out.push(`${secretFlag[0]}=${REDACTED}`)
+    else if (secretFlag) {
+      out.push(a)
+      if (i + 1 < argv.length) out.push(REDACTED)
+      i++
+    } else out.push(redactText(a))
+  }
+  return out.join(' ').slice(0, 200)
 }
 
 /** The holder written in a lock file, or undefined when it is missing or unreadable. */

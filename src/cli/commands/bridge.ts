@@ -1,11 +1,13 @@
-import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv } from 'yargs'
 import { SEPARATORS, type SeparatorName } from '../../../bridge/batcher.ts'
-import { type BridgeRoute, startBridge } from '../../../bridge/bridge.ts'
+import { type BridgeEvent, type BridgeRoute, startBridge } from '../../../bridge/bridge.ts'
+import { safeUrl } from '../../../bridge/mqtt-adapter.ts'
+import { BRIDGE_BOUNDS, type Bound, defaultClientId } from '../../../bridge/options.ts'
 import { ConfigError } from '../../errors.ts'
 import { checkInt } from '../../units.ts'
-import { n, onceInterrupted, streamOption } from '../shared.ts'
+import { rememberSecret } from '../../config/redact.ts'
+import { n, onceInterrupted, print, printErr, streamOption } from '../shared.ts'
 
 export const command = 'bridge'
 export const describe = 'Relay MQTT messages into Firehose delivery streams (at-least-once) until interrupted'
@@ -37,9 +39,11 @@ export const builder = (y: Argv) =>
     })
     .option('client-id', {
       type: 'string',
-      default: `fleetsim-bridge-${hostname()}`,
+      default: defaultClientId(),
       describe: 'MQTT client id of the persistent session: keep it across restarts, one per bridge instance',
     })
+    .option('username', { type: 'string', describe: 'MQTT username (or user:pass@ in --broker)' })
+    .option('password', { type: 'string', describe: 'MQTT password; never printed' })
     .option('share-group', {
       type: 'string',
       describe: 'Subscribe as $share/<group>/<filter> so that bridges of one group split the messages',
@@ -51,13 +55,13 @@ export const builder = (y: Argv) =>
     })
     .option('spool-max-mb', {
       type: 'number',
-      default: 64,
+      default: BRIDGE_BOUNDS.spoolMaxBytes.default / MiB,
       describe:
         'Acknowledgements are held while this many MiB are not yet accepted by Firehose (bounds memory)',
     })
     .option('spool-max-records', {
       type: 'number',
-      default: 100_000,
+      default: BRIDGE_BOUNDS.spoolMaxRecords.default,
       describe: 'Acknowledgements are held while this many messages are not yet accepted by Firehose',
     })
     .option('fsync', {
@@ -69,13 +73,18 @@ export const builder = (y: Argv) =>
     })
     .option('linger-ms', {
       type: 'number',
-      default: 200,
+      default: BRIDGE_BOUNDS.lingerMs.default,
       describe: 'Longest wait of a partial batch for more records',
     })
     .option('max-in-flight', {
       type: 'number',
-      default: 4,
-      describe: 'PutRecordBatch calls in flight at once',
+      default: BRIDGE_BOUNDS.maxInFlightCalls.default,
+      describe: `PutRecordBatch calls in flight at once (${BRIDGE_BOUNDS.maxInFlightCalls.min}-${BRIDGE_BOUNDS.maxInFlightCalls.max})`,
+    })
+    .option('request-timeout-ms', {
+      type: 'number',
+      default: BRIDGE_BOUNDS.requestTimeoutMs.default,
+      describe: 'A PutRecordBatch call not answered within this time is abandoned and retried',
     })
     .option('separator', {
       type: 'string',
@@ -84,13 +93,14 @@ export const builder = (y: Argv) =>
     })
     .option('aggregate-bytes', {
       type: 'number',
-      default: 0,
-      describe: 'Pack several messages into one record up to this many bytes (max 1024000); 0 = off',
+      default: BRIDGE_BOUNDS.aggregateBytes.default,
+      describe: `Pack several messages into one record up to this many bytes (max ${BRIDGE_BOUNDS.aggregateBytes.max}); 0 = off`,
     })
     .option('envelope', {
       type: 'boolean',
       default: false,
-      describe: 'Wrap each message as {"topic","receivedAt","payload"}',
+      describe:
+        'Wrap each message as {"topic","receivedAt","payload"} (use it for binary or multi-line payloads)',
     })
     .option('dead-letter-file', {
       type: 'string',
@@ -99,13 +109,13 @@ export const builder = (y: Argv) =>
     })
     .option('max-hold-ms', {
       type: 'number',
-      default: 10_000,
+      default: BRIDGE_BOUNDS.maxHoldMs.default,
       describe:
         "With the spool full this long, disconnect (the broker keeps the messages) rather than outlast the broker's drain timeout",
     })
     .option('drain-timeout-ms', {
       type: 'number',
-      default: 10_000,
+      default: BRIDGE_BOUNDS.drainTimeoutMs.default,
       describe: 'On Ctrl-C, how long to keep delivering; the rest stays in the spool for the next start',
     })
 
@@ -121,55 +131,88 @@ export async function handler(args: Args): Promise<void> {
   }
   const routes = args.route.map(parseRoute)
   const spoolDir = resolve(args.spoolDir)
-  const bridge = await startBridge({
-    brokerUrl: args.broker,
-    topics: args.topic,
-    stream: args.stream,
-    routes,
-    endpoint: args.endpoint,
-    region: args.region,
-    clientId: args.clientId,
-    shareGroup: args.shareGroup,
-    spoolDir,
-    spoolMaxBytes: checkInt(args.spoolMaxMb, '--spool-max-mb', 1, 1_048_576) * 2 ** 20,
-    spoolMaxRecords: checkInt(args.spoolMaxRecords, '--spool-max-records', 1, 100_000_000),
-    fsync: args.fsync as 'none' | 'always',
-    lingerMs: checkInt(args.lingerMs, '--linger-ms', 0, 900_000),
-    maxInFlightCalls: checkInt(args.maxInFlight, '--max-in-flight', 1, 64),
-    separator,
-    aggregateBytes: checkInt(args.aggregateBytes, '--aggregate-bytes', 0, 1_024_000),
-    envelope: args.envelope,
-    deadLetterFile: args.deadLetterFile ? resolve(args.deadLetterFile) : join(spoolDir, 'dead-letters.jsonl'),
-    maxHoldMs: checkInt(args.maxHoldMs, '--max-hold-ms', 100, 3_600_000),
-    drainTimeoutMs: checkInt(args.drainTimeoutMs, '--drain-timeout-ms', 0, 3_600_000),
-    onError: (err) => console.error(`bridge: ${err instanceof Error ? err.message : String(err)}`),
-  })
+  const int = (value: number, flag: string, b: Bound, unit = 1) =>
+    checkInt(value, flag, Math.ceil(b.min / unit), Math.floor(b.max / unit)) * unit
+  const options = {
+    spoolMaxBytes: int(args.spoolMaxMb, '--spool-max-mb', BRIDGE_BOUNDS.spoolMaxBytes, MiB),
+    spoolMaxRecords: int(args.spoolMaxRecords, '--spool-max-records', BRIDGE_BOUNDS.spoolMaxRecords),
+    lingerMs: int(args.lingerMs, '--linger-ms', BRIDGE_BOUNDS.lingerMs),
+    maxInFlightCalls: int(args.maxInFlight, '--max-in-flight', BRIDGE_BOUNDS.maxInFlightCalls),
+    requestTimeoutMs: int(args.requestTimeoutMs, '--request-timeout-ms', BRIDGE_BOUNDS.requestTimeoutMs),
+    aggregateBytes: int(args.aggregateBytes, '--aggregate-bytes', BRIDGE_BOUNDS.aggregateBytes),
+    maxHoldMs: int(args.maxHoldMs, '--max-hold-ms', BRIDGE_BOUNDS.maxHoldMs),
+    drainTimeoutMs: int(args.drainTimeoutMs, '--drain-timeout-ms', BRIDGE_BOUNDS.drainTimeoutMs),
+  }
+  rememberSecret(args.password)
+  const broker = safeUrl(args.broker)
+  // Ctrl-C from here on drains and stops, whatever the broker connection is doing.
+  const interrupted = onceInterrupted()
+  const onEvent = (e: BridgeEvent) => {
+    if (e.level === 'info') print(`bridge: ${e.message}`)
+    else printErr(`bridge: ${e.message}`)
+  }
+  let bridge: Awaited<ReturnType<typeof startBridge>>
+  try {
+    bridge = await startBridge({
+      ...options,
+      brokerUrl: args.broker,
+      username: args.username,
+      password: args.password,
+      topics: args.topic,
+      stream: args.stream,
+      routes,
+      endpoint: args.endpoint,
+      region: args.region,
+      clientId: args.clientId,
+      shareGroup: args.shareGroup,
+      spoolDir,
+      fsync: args.fsync as 'none' | 'always',
+      separator,
+      envelope: args.envelope,
+      deadLetterFile: args.deadLetterFile
+        ? resolve(args.deadLetterFile)
+        : join(spoolDir, 'dead-letters.jsonl'),
+      // A service: it waits for its broker as long as it takes, retrying with backoff.
+      startTimeoutMs: 0,
+      onError: (err) => printErr(`bridge: ${err instanceof Error ? err.message : String(err)}`),
+      onEvent,
+    })
+  } catch (err) {
+    interrupted.dispose()
+    throw err
+  }
   const s0 = bridge.stats()
-  console.log(
+  print(
     `fleetsim bridge: ${[...args.topic.map((t) => `${t} → ${args.stream}`), ...routes.map((r) => `${r.filter} → ${r.stream}`)].join(', ')}` +
-      ` on ${args.broker}${args.shareGroup ? ` (share group ${args.shareGroup})` : ''} · Firehose ${args.endpoint ?? 'AWS'}` +
+      ` on ${broker}${args.shareGroup ? ` (share group ${args.shareGroup})` : ''} · Firehose ${args.endpoint ?? 'AWS'}` +
       ` · spool ${spoolDir}${s0.replayed ? ` (replaying ${n(s0.replayed)} messages)` : ''}`,
   )
-  const signal = onceInterrupted()
   const line = () => {
     const s = bridge.stats()
+    const causes = Object.entries(s.connectionErrorsByCause)
+      .map(([cause, count]) => `${cause} ×${n(count)}`)
+      .join(', ')
     return (
-      `received ${n(s.received)} · accepted ${n(s.accepted)} · buffered ${n(s.buffered)} · in flight ${n(s.inFlight)}` +
+      `broker ${s.brokerState}${causes ? ` (errors: ${causes})` : ''}` +
+      ` · received ${n(s.received)} · accepted ${n(s.accepted)} · buffered ${n(s.buffered)} · in flight ${n(s.inFlight)} (${s.callsInFlight}/${s.maxInFlightCalls} calls)` +
       ` · retried ${n(s.retried)} · failed records ${n(s.failed)} · failed calls ${n(s.failedCalls)} · dead-lettered ${n(s.deadLettered)}` +
-      ` · batch p50 ${s.batchSize.p50} · put p99 ${s.putLatencyMs.p99} ms`
+      `${s.heldMs ? ` · held ${n(s.heldMs)} ms` : ''} · batch p50 ${s.batchSize.p50} · put p99 ${s.putLatencyMs.p99} ms`
     )
   }
-  const timer = setInterval(() => console.log(line()), 5000)
-  const outcome = await Promise.race([signal.promise, bridge.failed])
-  signal.dispose()
+  const timer = setInterval(() => print(line()), 5000)
+  const outcome = await Promise.race([interrupted.promise, bridge.failed])
   clearInterval(timer)
   await bridge.close()
-  console.log(`stopped: ${line()}`)
+  // The handler stays until the drain is done: a second Ctrl-C exits at once.
+  interrupted.dispose()
+  print(`stopped: ${line()}`)
   if (typeof outcome !== 'string') {
-    console.error(`fleetsim bridge: ${outcome.message}`)
+    printErr(`fleetsim bridge: ${outcome.message}`)
     process.exitCode = 1
   }
 }
+
+const MiB = 2 ** 20
 
 function parseRoute(text: string): BridgeRoute {
   const at = text.lastIndexOf('=')
