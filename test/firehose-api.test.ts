@@ -329,7 +329,7 @@ describe('local Firehose on the wire', () => {
       ['ListDeliveryStreams', '{"Limit":3}'],
       [
         'CreateDeliveryStream',
-        '{"DeliveryStreamName":"n","S3DestinationConfiguration":{"RoleARN":"arn:aws:iam::000000000000:role/r","BucketARN":"arn:aws:s3:::b","Prefix":"p/!{timestamp:yyyy}/","ErrorOutputPrefix":"e/!{firehose:error-output-type}/"}}',
+        '{"DeliveryStreamName":"n","S3DestinationConfiguration":{"RoleARN":"arn:aws:iam::000000000000:role/r","BucketARN":"arn:aws:s3:::fuzz-bucket","Prefix":"p/!{timestamp:yyyy}/","ErrorOutputPrefix":"e/!{firehose:error-output-type}/"}}',
       ],
     ] as const
     const junk = [

@@ -133,7 +133,7 @@ describe.skipIf(!existsSync(AWS))(
         '--delivery-stream-name',
         'cli',
         '--s3-destination-configuration',
-        JSON.stringify({ RoleARN: ROLE, BucketARN: 'arn:aws:s3:::b' }),
+        JSON.stringify({ RoleARN: ROLE, BucketARN: 'arn:aws:s3:::cli-bucket' }),
       )
       await fails(
         'ValidationException',
@@ -169,7 +169,7 @@ describe.skipIf(!existsSync(AWS))(
         '--delivery-stream-name',
         'zip',
         '--extended-s3-destination-configuration',
-        JSON.stringify({ RoleARN: ROLE, BucketARN: 'arn:aws:s3:::b', CompressionFormat: 'ZIP' }),
+        JSON.stringify({ RoleARN: ROLE, BucketARN: 'arn:aws:s3:::cli-bucket', CompressionFormat: 'ZIP' }),
       )
 
       const deleted = await aws('delete-delivery-stream', '--delivery-stream-name', 'cli')

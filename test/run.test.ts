@@ -162,8 +162,9 @@ describe('fleetsim run', () => {
     ])
     expect(r.code).toBe(2)
     expect(r.stderr).toContain(
-      `127.0.0.1:${port}: the port of --firehose-port is taken by another program; give --firehose-port 0`,
+      `--firehose-port ${port}: the port is already in use on 127.0.0.1 (EADDRINUSE); stop the program using it, or give --firehose-port another port (0 = any free port)`,
     )
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
   })
 
   it('stops gracefully on Ctrl-C and still verifies everything published', async () => {

@@ -1,7 +1,20 @@
 import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
-import { FirehoseApiError, inUse, invalidArgument, notFound, slowDown, validation } from './errors.ts'
-import { isValidTimeZone, validatePrefixes } from './layout.ts'
+import { relative } from 'node:path'
+import { FleetsimError } from '../errors.ts'
+import { type Clock, systemClock } from '../runtime/clock.ts'
+import { describeFsError } from '../runtime/lock.ts'
+import {
+  diskFullAnswer,
+  FirehoseApiError,
+  inUse,
+  invalidArgument,
+  isDiskFull,
+  notFound,
+  slowDown,
+  validation,
+} from './errors.ts'
+import { BUCKET_NAME_CHARS, bucketNameProblem, checkDestinationKeys } from './keys.ts'
+import { bucketFromArn, isValidTimeZone, validatePrefixes } from './layout.ts'
 import {
   ACCOUNT_ID,
   BUFFER_INTERVAL_S,
@@ -23,6 +36,7 @@ import type { ObjectSink } from './sink.ts'
 import {
   type CompressionFormat,
   DeliveryStream,
+  DEFAULT_EXTENSION,
   defaultStreamConfig,
   type StreamConfig,
   type StreamMeta,
@@ -50,7 +64,15 @@ export interface FirehoseApiOptions {
   /** Seed of the fault injection; the same seed fails the same records. */
   seed?: number
   onError?: (err: unknown) => void
+  /** The clock of timers (delivery retry backoff, disk-full reports); default the system clock with `now`. */
+  clock?: Clock
 }
+
+/**
+ * While the disk stays full, its log line is repeated at most this often (every put and every
+ * delivery retry fails meanwhile: one line per failure would flood the log).
+ */
+export const DISK_FULL_REPORT_INTERVAL_MS = 10_000
 
 const COMPRESSION_FORMATS = ['UNCOMPRESSED', 'GZIP', 'ZIP', 'Snappy', 'HADOOP_SNAPPY']
 const STREAM_TYPES = ['DirectPut', 'KinesisStreamAsSource', 'MSKAsSource', 'DatabaseAsSource']
@@ -83,7 +105,14 @@ export class FirehoseApi {
   private readonly random: () => number
   readonly faults = { failRate: 0, errorRate: 0 }
 
+  private readonly clock: Clock
+  /** Last disk-full report per folder, and failures not reported since. */
+  private readonly diskFull = new Map<string, { lastReportMs: number; unreported: number }>()
+  /** What the streams report through: disk-full errors worded and rate-limited, the rest as they are. */
+  private readonly report = (err: unknown) => this.reportError(err)
+
   constructor(private readonly opts: FirehoseApiOptions) {
+    this.clock = opts.clock ?? { ...systemClock, now: opts.now }
     this.random = seededRandom(opts.seed ?? 1)
     this.faults.failRate = opts.failRate ?? 0
     this.faults.errorRate = opts.errorRate ?? 0
@@ -94,11 +123,24 @@ export class FirehoseApi {
     if (this.opts.durability === 'none') return { streams: 0, records: 0 }
     let records = 0
     for (const r of StreamLog.recoverAll<StreamMeta>(this.opts.walDir)) {
+      // A stream.json is input too (older versions accepted any prefix; a file can be edited):
+      // a stream whose settings could write outside its bucket folder is left on disk, untouched.
+      const problem = storedStreamProblem(r.meta)
+      if (problem) {
+        this.report(
+          new FleetsimError(
+            'FIREHOSE_STREAM_NOT_RECOVERED',
+            `the stream log '${r.dir}' was not recovered: ${problem}; its records stay there: fix its stream.json or move the folder away`,
+          ),
+        )
+        continue
+      }
       const log = StreamLog.reopen(r.dir, this.opts.durability)
       const s = new DeliveryStream(r.meta.name, r.meta.config, this.opts.sink, log, {
         nowMs: this.opts.now(),
-        onError: this.opts.onError,
+        onError: this.report,
         meta: r.meta,
+        clock: this.clock,
       })
       s.restore(r.segments)
       for (const seg of r.segments) records += seg.records
@@ -114,6 +156,8 @@ export class FirehoseApi {
    */
   ensureStream(name: string, overrides: Partial<StreamConfig> = {}): DeliveryStream {
     const existing = this.streams.get(name)
+    checkName(name, 'deliveryStreamName')
+    checkStoredConfig(name, { ...(existing?.config ?? defaultStreamConfig()), ...overrides })
     if (existing) {
       existing.config = { ...existing.config, ...overrides }
       this.persist(existing)
@@ -129,21 +173,18 @@ export class FirehoseApi {
     const log =
       this.opts.durability === 'none'
         ? undefined
-        : StreamLog.create(
-            join(this.opts.walDir, `${name}.${randomBytes(4).toString('hex')}`),
-            this.opts.durability,
-            {
-              name,
-              config,
-              version: 1,
-              createdAtMs: nowMs,
-              lastUpdatedAtMs: nowMs,
-            } satisfies StreamMeta,
-          )
+        : StreamLog.create(this.opts.walDir, name, this.opts.durability, {
+            name,
+            config,
+            version: 1,
+            createdAtMs: nowMs,
+            lastUpdatedAtMs: nowMs,
+          } satisfies StreamMeta)
     const stream = new DeliveryStream(name, config, this.opts.sink, log, {
       nowMs,
       creatingMs,
-      onError: this.opts.onError,
+      onError: this.report,
+      clock: this.clock,
     })
     this.attachQuota(stream)
     this.streams.set(name, stream)
@@ -171,6 +212,54 @@ export class FirehoseApi {
   }
 
   async handle(operation: string, input: Json): Promise<string> {
+    try {
+      return await this.dispatch(operation, input)
+    } catch (err) {
+      if (!isDiskFull(err)) throw err
+      // Calls write only the log (records, stream.json).
+      this.reportError(err, this.opts.walDir)
+      throw diskFullAnswer()
+    }
+  }
+
+  /**
+   * Reports an error to `onError`. A full disk is worded as the endpoint's own (not the caller's)
+   * and naming the folder, at most once per DISK_FULL_REPORT_INTERVAL_MS per folder.
+   */
+  private reportError(err: unknown, where?: string): void {
+    if (!isDiskFull(err)) {
+      this.opts.onError?.(err)
+      return
+    }
+    // From a stream: a new log segment (the error names its path) or an object (the sink's).
+    const path = (err as NodeJS.ErrnoException).path
+    const folder =
+      where ??
+      (path !== undefined && !relative(this.opts.walDir, path).startsWith('..')
+        ? this.opts.walDir
+        : this.opts.sink.location)
+    const what =
+      folder === this.opts.walDir
+        ? 'puts are answered 503 ServiceUnavailableException and objects wait in the log'
+        : 'objects wait in the write-ahead log and are written once there is space'
+    const now = this.clock.now()
+    const state = this.diskFull.get(folder)
+    if (state && now - state.lastReportMs < DISK_FULL_REPORT_INTERVAL_MS) {
+      state.unreported++
+      return
+    }
+    const more = state?.unreported ? ` (${state.unreported} more failures since the last report)` : ''
+    this.diskFull.set(folder, { lastReportMs: now, unreported: 0 })
+    this.opts.onError?.(
+      new FleetsimError(
+        'FIREHOSE_DISK_FULL',
+        `the local Firehose's disk is full: cannot write in '${folder}' (${describeFsError(err)}); ${what}; nothing accepted is lost. Free space on that disk${more}`,
+        { cause: err },
+      ),
+    )
+  }
+
+  private async dispatch(operation: string, input: Json): Promise<string> {
     switch (operation) {
       case 'PutRecord':
         return this.putRecord(input)
@@ -373,6 +462,7 @@ export class FirehoseApi {
       )
     }
     const config = destinationConfig(dest, path, defaultStreamConfig(), true)
+    checkKeys(name, config)
     const tags = input['Tags'] === undefined ? {} : readTags(input['Tags'], 'tags', {})
     const stream = this.createStream(name, config, this.opts.creatingMs ?? 0)
     if (Object.keys(tags).length) {
@@ -541,6 +631,7 @@ export class FirehoseApi {
     const update = (extended ?? plain) as unknown
     if (!isObject(update)) throw validation('null', path, 'Member must not be null')
     const config = destinationConfig(update, path, s.config, false)
+    checkKeys(s.name, config)
     // Records buffered so far are delivered under the old configuration and version.
     s.deliver()
     s.config = config
@@ -548,6 +639,39 @@ export class FirehoseApi {
     s.lastUpdatedAtMs = this.opts.now()
     this.persist(s)
     return {}
+  }
+}
+
+/**
+ * Refuses a configuration whose objects could not be files strictly inside `<out>/s3/<bucket>/`
+ * (keys.ts), whatever the sink: the same stream must work with a folder and with an S3 server.
+ */
+export function checkKeys(stream: string, c: StreamConfig): void {
+  checkDestinationKeys(stream, {
+    prefix: c.prefix,
+    errorOutputPrefix: c.errorOutputPrefix,
+    extension: c.fileExtension ?? DEFAULT_EXTENSION[c.compression],
+  })
+}
+
+/** Checks a whole configuration as create would: bucket name, prefix rules, keys. */
+function checkStoredConfig(stream: string, c: StreamConfig): void {
+  const problem = bucketNameProblem(bucketFromArn(c.bucketArn))
+  if (problem) throw invalidArgument(`BucketARN '${c.bucketArn}' is refused: ${problem}`)
+  validatePrefixes(c.prefix, c.errorOutputPrefix)
+  checkKeys(stream, c)
+}
+
+/** Why a stream read back from its log cannot be brought back, or undefined. */
+function storedStreamProblem(meta: StreamMeta): string | undefined {
+  if (typeof meta?.name !== 'string' || !STREAM_NAME_PATTERN.test(meta.name)) {
+    return `its stream name ${JSON.stringify(meta?.name)} is not a valid delivery stream name`
+  }
+  try {
+    checkStoredConfig(meta.name, { ...defaultStreamConfig(), ...meta.config })
+    return undefined
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err)
   }
 }
 
@@ -574,6 +698,13 @@ function destinationConfig(dest: Json, path: string, base: StreamConfig, create:
         v,
         `${path}.bucketARN`,
         'Member must satisfy regular expression pattern: arn:.*:s3:::[\\w\\.\\-]{1,255}',
+      )
+    }
+    const bucket = bucketFromArn(v)
+    const problem = bucketNameProblem(bucket)
+    if (problem) {
+      throw invalidArgument(
+        `BucketARN '${v}' is refused: bucket name '${bucket}' is not a valid S3 bucket name (${problem}); use 3-${BUCKET_NAME_CHARS.max} lowercase letters, digits, dots and hyphens, e.g. arn:aws:s3:::fleetsim-local`,
       )
     }
     config.bucketArn = v

@@ -32,3 +32,19 @@ export const invalidArgument = (message: string) => new FirehoseApiError('Invali
 
 /** The whole-call answer to a throttled or failed-on-purpose put (HTTP 503; the SDKs retry it). */
 export const slowDown = () => new FirehoseApiError('ServiceUnavailableException', 'Slow down.')
+
+/** Whether `err` is a full disk (ENOSPC) or a full disk quota (EDQUOT): temporary, not a bug. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return code === 'ENOSPC' || code === 'EDQUOT'
+}
+
+/**
+ * The answer to a put or create that cannot be logged because the endpoint's disk is full: a 503,
+ * as for any temporary inability (the SDKs retry it); nothing of the call was accepted.
+ */
+export const diskFullAnswer = () =>
+  new FirehoseApiError(
+    'ServiceUnavailableException',
+    "The local Firehose's disk is full; nothing of this call was accepted. Retry once space is freed.",
+  )

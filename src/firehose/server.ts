@@ -1,24 +1,20 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
+import { lstatSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { makeFolder } from '../runtime/fs.ts'
+import { FleetsimError } from '../errors.ts'
+import { AbortedError, type Clock, systemClock, type TimerHandle } from '../runtime/clock.ts'
+import { describeFsError, type FolderLock, LockError, lockFolder } from '../runtime/lock.ts'
 import { FirehoseApi } from './api.ts'
-import { FirehoseApiError, slowDown } from './errors.ts'
+import { BodyBudget, type BodyLimits } from './bodies.ts'
+import { FirehoseApiError, isDiskFull } from './errors.ts'
 import { type Quota, TARGET_PREFIX } from './limits.ts'
 import { FolderSink, type ObjectSink } from './sink.ts'
 import { type StreamConfig, type StreamCounters, zeroStreamCounters } from './stream.ts'
 import type { Durability } from './wal.ts'
 
-/**
- * Largest request body read: a 4 MiB batch is ~5.6 MB of base64 plus JSON. Bigger bodies are
- * answered with an error and their bytes discarded as they arrive, never buffered.
- */
-const MAX_BODY_BYTES = 16 * 1024 * 1024
-/**
- * Request bytes held in memory at once across all connections; beyond it, calls are answered with
- * a 503 `Slow down.` (the SDKs retry it) instead of memory growing without bound.
- */
-const MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 /** How often buffers are checked against their interval hint; interval 0 delivers within this. */
 const TICK_MS = 200
 /** Content types accepted on POST (the SDKs send application/x-amz-json-1.1). */
@@ -40,8 +36,16 @@ export interface LocalFirehoseOptions {
   sink?: ObjectSink
   /** Write-ahead log mode (default `write`): see Durability. */
   durability?: Durability
-  /** The clock, ms since epoch (default Date.now); tests pass a controllable one. */
+  /** The clock, ms since epoch (default `clock.now`); tests pass a controllable one. */
   now?: () => number
+  /** The clock of every timer (buffer checks, body deadlines, retry backoff); default the system clock. */
+  clock?: Clock
+  /** Aborting it closes the endpoint (as close()); aborted during the start, the start fails with AbortedError. */
+  signal?: AbortSignal
+  /** Bounds of request bodies (default DEFAULT_BODY_LIMITS: 16 MiB each, 256 MiB in flight, 30 s, 2 s stall). */
+  bodyLimits?: Partial<BodyLimits>
+  /** The flags named in start errors (default `--port`, `--host`, `--out`); the run command names its own. */
+  flags?: { port?: string; host?: string; out?: string }
   /** Interval of the buffer checks, ms (default 200); 0 = none, call tick() yourself. */
   tickMs?: number
   /** How long a stream created through the API stays CREATING, ms (default 0). */
@@ -82,26 +86,62 @@ export interface FirehoseStats extends StreamCounters {
   recordsBuffered: number
   requests: number
   errors: number
+  /** Bytes of request bodies held in memory now, and bodies being read. */
+  bodyBytesInFlight: number
+  bodiesInFlight: number
+  /** Bodies refused (too large, or no room in the budget: 503), cut at their deadline (408), cut to make room (503). */
+  bodiesRefused: number
+  bodiesTimedOut: number
+  bodiesShed: number
   /** The same counters per stream. */
   byStream: Record<string, StreamCounters & { recordsBuffered: number; status: string; version: number }>
 }
 
 /**
- * Starts a Firehose-compatible endpoint on the AWS JSON 1.1 protocol.
+ * Stable codes of the errors startLocalFirehose throws (FleetsimErrors: the CLI prints the message as
+ * one line and exits 2). A folder held by another process throws lockFolder's `FLEETSIM_LOCKED`.
+ */
+export const START_ERRORS = {
+  portInUse: 'FLEETSIM_PORT_IN_USE',
+  portDenied: 'FLEETSIM_PORT_DENIED',
+  hostUnavailable: 'FLEETSIM_HOST_UNAVAILABLE',
+  outUnwritable: 'FLEETSIM_OUT_UNWRITABLE',
+  outUnsafe: 'FLEETSIM_OUT_UNSAFE',
+  diskFull: 'FLEETSIM_DISK_FULL',
+} as const
+
+/**
+ * Starts a Firehose-compatible endpoint on the AWS JSON 1.1 protocol. First it takes the exclusive
+ * lock of `<outDir>/wal` (a second endpoint on the same folder fails with `FLEETSIM_LOCKED`, naming
+ * the process that holds it, before anything is read or changed), then binds the port (so a taken
+ * port fails at once), then recovers the log; requests wait for the recovery. Start errors are
+ * FleetsimErrors with the codes of START_ERRORS, each one line naming the flag, the value, the
+ * cause and the fix. close() releases the lock.
  *
  * @example
  *   const fh = await startLocalFirehose({ outDir: './data', port: 0, createStreams: [{ name: 'demo' }] })
  *   new FirehoseClient({ endpoint: fh.url, region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' } })
  */
 export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<LocalFirehose> {
+  const flags = { port: '--port', host: '--host', out: '--out', ...opts.flags }
+  const outDir = resolve(opts.outDir)
+  const port = opts.port ?? 4573
+  const host = opts.host ?? '127.0.0.1'
+  const clock: Clock = opts.clock ?? (opts.now ? { ...systemClock, now: opts.now } : systemClock)
+  const now = opts.now ?? (() => clock.now())
+  const signal = opts.signal
+  if (signal?.aborted) throw new AbortedError(signal.reason)
+  const walDir = join(outDir, 'wal')
+  const lock = lockOut(walDir, outDir, flags.out)
+
   const sink: ObjectSink =
-    opts.sink ?? new FolderSink(join(opts.outDir, 's3'), { fsync: opts.durability === 'fsync' })
-  const now = opts.now ?? Date.now
+    opts.sink ?? new FolderSink(join(outDir, 's3'), { fsync: opts.durability === 'fsync' })
   const api = new FirehoseApi({
     sink,
-    walDir: join(opts.outDir, 'wal'),
+    walDir,
     durability: opts.durability ?? 'write',
     now,
+    clock,
     creatingMs: opts.creatingMs,
     quota: opts.quota,
     failRate: opts.failRate,
@@ -110,27 +150,31 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     onError: opts.onError,
   })
   api.onAccepted = opts.onAccepted
-  const recovered = api.recover()
-  for (const { name, ...config } of opts.createStreams ?? []) api.ensureStream(name, config)
   const counters = { requests: 0, errors: 0 }
-  /** Bytes of request bodies held right now, across all connections. */
-  const inFlight = { bytes: 0 }
+  const bodies = new BodyBudget(opts.bodyLimits, clock)
+  let markReady!: () => void
+  const ready = new Promise<void>((r) => {
+    markReady = r
+  })
 
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET') return serveGet(req, res, () => stats())
     counters.requests++
-    readBody(req, inFlight, (err, body) => {
+    bodies.read(req, (err, body, cut) => {
       if (err) {
         counters.errors++
-        return sendError(res, err)
+        sendError(res, err, cut)
+        return
       }
-      handle(req, body).then(
-        (text) => send(res, 200, text),
-        (e) => {
-          counters.errors++
-          sendError(res, e)
-        },
-      )
+      ready
+        .then(() => handle(req, body))
+        .then(
+          (text) => send(res, 200, text),
+          (e) => {
+            counters.errors++
+            sendError(res, e, false)
+          },
+        )
     })
   })
   server.keepAliveTimeout = 65_000
@@ -176,20 +220,41 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     return api.handle(op, input as Record<string, unknown>)
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(opts.port ?? 4573, opts.host ?? '127.0.0.1', () => resolve())
-  })
+  let recovered: { streams: number; records: number } | undefined
+  try {
+    await listen(server, port, host, flags)
+    if (signal?.aborted) throw new AbortedError(signal.reason)
+    await sink.open?.()
+    recovered = api.recover()
+    for (const { name, ...config } of opts.createStreams ?? []) api.ensureStream(name, config)
+    if (signal?.aborted) throw new AbortedError(signal.reason)
+  } catch (err) {
+    // Nothing was accepted yet. What was recovered is ours (we hold the lock): it is delivered or
+    // left in the log as at any close; then the folder is let go.
+    server.close()
+    server.closeAllConnections()
+    bodies.cutAll()
+    if (recovered) await api.flush(true).catch(() => {})
+    await sink.close?.()
+    lock.release()
+    throw startError(err, { outDir, out: flags.out })
+  }
+  markReady()
+
   const tick = () => {
     const t = now()
     for (const s of api.streams.values()) s.tick(t)
   }
   const tickMs = opts.tickMs ?? TICK_MS
-  const timer = tickMs > 0 ? setInterval(tick, tickMs) : undefined
-  timer?.unref()
+  let timer: TimerHandle | undefined
+  const loop = () => {
+    tick()
+    timer = clock.setTimer(loop, tickMs, { unref: true })
+  }
+  if (tickMs > 0) timer = clock.setTimer(loop, tickMs, { unref: true })
 
   const address = server.address() as AddressInfo
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address
 
   function stats(): FirehoseStats {
     const s: FirehoseStats = {
@@ -197,6 +262,9 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
       ...zeroStreamCounters(),
       recordsBuffered: 0,
       ...counters,
+      bodyBytesInFlight: bodies.bytesInFlight,
+      bodiesInFlight: bodies.bodiesInFlight,
+      ...bodies.counters,
       byStream: {},
     }
     const t = now()
@@ -214,8 +282,31 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
   }
 
   let closing: Promise<void> | undefined
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      signal?.removeEventListener('abort', onAbort)
+      clock.clearTimer(timer)
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      // Bodies still arriving would hold the close until their deadline: cut them (nothing of
+      // them was accepted; the SDKs retry the 503).
+      bodies.cutAll()
+      await closed
+      try {
+        await api.flush(true)
+        await sink.close?.()
+      } finally {
+        lock.release()
+      }
+    })()
+    return closing
+  }
+  const onAbort = () => {
+    close().catch((err) => opts.onError?.(err))
+  }
+  signal?.addEventListener('abort', onAbort, { once: true })
   return {
-    url: `http://${host}:${address.port}`,
+    url: `http://${urlHost}:${address.port}`,
     port: address.port,
     api,
     objectsLocation: sink.location,
@@ -224,66 +315,101 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     tick,
     flush: () => api.flush(),
     settle: () => api.settle(),
-    close() {
-      closing ??= (async () => {
-        if (timer) clearInterval(timer)
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve())
-          server.closeIdleConnections()
-        })
-        await api.flush(true)
-        await sink.close?.()
-      })()
-      return closing
-    },
+    close,
   }
 }
 
-function readBody(
-  req: IncomingMessage,
-  inFlight: { bytes: number },
-  done: (err: unknown, body: Buffer) => void,
-): void {
-  const chunks: Buffer[] = []
-  let size = 0
-  let held = 0
-  let finished = false
-  const finish = (err: unknown, body: Buffer) => {
-    if (finished) return
-    finished = true
-    inFlight.bytes -= held
-    held = 0
-    done(err, body)
+/** Takes the lock of the log folder; a folder that cannot be written is a start error naming `--out`. */
+function lockOut(walDir: string, outDir: string, out: string): FolderLock {
+  try {
+    makeFolder(walDir)
+  } catch (err) {
+    throw startError(err, { outDir, out })
   }
-  req.on('data', (c: Buffer) => {
-    if (finished) return
-    size += c.length
-    if (size > MAX_BODY_BYTES) {
-      chunks.length = 0
-      finish(
-        new FirehoseApiError(
-          'SerializationException',
-          `Request body is larger than ${MAX_BODY_BYTES} bytes; a PutRecordBatch carries at most 4 MiB of data`,
-        ),
-        Buffer.alloc(0),
-      )
-      return
+  // As under <out>/s3: a link planted here would redirect every write of the log.
+  if (lstatSync(walDir).isSymbolicLink()) {
+    throw new FleetsimError(
+      START_ERRORS.outUnsafe,
+      `${out} '${outDir}': '${walDir}' is a symbolic link; the local Firehose writes only into real folders under ${out}, so that a link cannot redirect its writes: remove the link, or give ${out} the folder it points to`,
+    )
+  }
+  try {
+    return lockFolder(walDir, {
+      what: 'the local Firehose write-ahead log',
+      fix: `give ${out} another folder`,
+    })
+  } catch (err) {
+    if (err instanceof LockError && err.code === 'FLEETSIM_FOLDER_UNWRITABLE') {
+      throw startError(err.cause ?? err, { outDir, out })
     }
-    if (inFlight.bytes + c.length > MAX_BODY_BYTES_IN_FLIGHT) {
-      chunks.length = 0
-      finish(slowDown(), Buffer.alloc(0))
-      return
+    throw err
+  }
+}
+
+/** Binds the port; a failure is a start error naming the flag, the port or host, the errno and the fix. */
+function listen(server: Server, port: number, host: string, flags: { port: string; host: string }) {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      const code = err.code ?? 'error'
+      const fail = (key: keyof typeof START_ERRORS, message: string) =>
+        reject(new FleetsimError(START_ERRORS[key], message, { cause: err }))
+      if (code === 'EADDRINUSE') {
+        fail(
+          'portInUse',
+          `${flags.port} ${port}: the port is already in use on ${host} (EADDRINUSE); stop the program using it, or give ${flags.port} another port (0 = any free port)`,
+        )
+      } else if (code === 'EACCES' || code === 'EPERM') {
+        fail(
+          'portDenied',
+          `${flags.port} ${port}: permission denied (${code}), ports below 1024 need privileges; give ${flags.port} a port from 1024 up (0 = any free port)`,
+        )
+      } else {
+        fail(
+          'hostUnavailable',
+          `${flags.host} '${host}': cannot listen on that address (${code}); give ${flags.host} 127.0.0.1, 0.0.0.0 (all addresses) or an address of this machine`,
+        )
+      }
     }
-    inFlight.bytes += c.length
-    held += c.length
-    chunks.push(c)
+    server.once('error', onError)
+    server.listen(port, host, () => {
+      server.off('error', onError)
+      resolve()
+    })
   })
-  req.on('end', () => finish(null, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
-  // An aborted request: nothing was accepted; answer if the socket is still there.
-  req.on('error', (err) => finish(err, Buffer.alloc(0)))
-  req.on('close', () => {
-    if (!finished) finish(new FirehoseApiError('SerializationException', 'Request aborted'), Buffer.alloc(0))
-  })
+}
+
+/** File-system errors that mean "this folder cannot be used", as opposed to a bug. */
+const UNUSABLE_FOLDER = new Set([
+  'EROFS',
+  'EACCES',
+  'EPERM',
+  'ENOTDIR',
+  'EISDIR',
+  'ENOENT',
+  'ELOOP',
+  'EEXIST',
+])
+
+/** A start failure as a one-line FleetsimError naming `--out`, the path, the errno and the fix. */
+function startError(err: unknown, ctx: { outDir: string; out: string }): unknown {
+  if (err instanceof FleetsimError || err instanceof AbortedError) return err
+  const e = err as NodeJS.ErrnoException
+  const at = e?.path && e.path !== ctx.outDir ? ` at '${e.path}'` : ''
+  if (isDiskFull(err)) {
+    return new FleetsimError(
+      START_ERRORS.diskFull,
+      `${ctx.out} '${ctx.outDir}': the local Firehose's disk is full${at} (${describeFsError(err)}); free space on that disk or give ${ctx.out} a folder on another disk`,
+      { cause: err },
+    )
+  }
+  if (UNUSABLE_FOLDER.has(e?.code ?? '')) {
+    return new FleetsimError(
+      START_ERRORS.outUnwritable,
+      `${ctx.out} '${ctx.outDir}' cannot be written${at}: ${describeFsError(err)}; give ${ctx.out} a folder this user can write (check its owner and permissions, and that its file system is not mounted read-only)`,
+      { cause: err },
+    )
+  }
+  return err
 }
 
 function send(res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}): void {
@@ -297,12 +423,22 @@ function send(res: ServerResponse, status: number, text: string, extra: Record<s
   res.end(text)
 }
 
-function sendError(res: ServerResponse, err: unknown): void {
+/** Answers an error; `cut` closes the connection after it (a body that will never complete). */
+function sendError(res: ServerResponse, err: unknown, cut: boolean): void {
   const e =
     err instanceof FirehoseApiError
       ? err
       : new FirehoseApiError('InternalFailure', err instanceof Error ? err.message : String(err), 500)
-  send(res, e.status, JSON.stringify({ __type: e.type, message: e.message }), { 'x-amzn-errortype': e.type })
+  const headers: Record<string, string> = { 'x-amzn-errortype': e.type }
+  if (cut) headers['connection'] = 'close'
+  send(res, e.status, JSON.stringify({ __type: e.type, message: e.message }), headers)
+  if (cut) {
+    // The rest of the body is not read: the connection goes, with its bytes.
+    const socket = res.req.socket
+    if (res.writableFinished) socket.destroy()
+    else res.once('finish', () => socket.destroy())
+    res.once('close', () => socket.destroy())
+  }
 }
 
 function serveGet(req: IncomingMessage, res: ServerResponse, stats: () => FirehoseStats): void {

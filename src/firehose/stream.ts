@@ -4,6 +4,7 @@ import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
 import { bucketFromArn, objectKey } from './layout.ts'
 import { ACCOUNT_ID, BUFFER_INTERVAL_S, BUFFER_SIZE_MB } from './limits.ts'
+import { type Clock, sleep, systemClock } from '../runtime/clock.ts'
 import type { TokenBuckets } from './quotas.ts'
 import type { ObjectSink } from './sink.ts'
 import {
@@ -93,6 +94,12 @@ export interface StreamMeta {
   tags?: Record<string, string>
 }
 
+/**
+ * Backoff of a failing object write: 100 ms doubling to 5 s, so a destination that comes back (an S3
+ * server restarted, space freed on a full disk) is written to within 5 s, without a busy loop.
+ */
+const RETRY_BASE_MS = 100
+const RETRY_CAP_MS = 5000
 /** Tries of a failing object write once the endpoint is closing (the log keeps the records). */
 const SHUTDOWN_ATTEMPTS = 3
 /**
@@ -103,7 +110,8 @@ const SHUTDOWN_ATTEMPTS = 3
  */
 export const MAX_PENDING_DELIVERIES = { withLog: 1000, inMemory: 8 } as const
 
-const DEFAULT_EXTENSION: Record<CompressionFormat, string> = { UNCOMPRESSED: '', GZIP: '.gz' }
+/** The extension of an object when `FileExtension` is not set (s3-object-name.html). */
+export const DEFAULT_EXTENSION: Record<CompressionFormat, string> = { UNCOMPRESSED: '', GZIP: '.gz' }
 const NEWLINE = 0x0a
 
 /**
@@ -135,14 +143,25 @@ export class DeliveryStream {
   /** A delivery gave up at shutdown: its records are only in the log, which must stay. */
   private undelivered = false
   private readonly onError: (err: unknown) => void
+  private readonly clock: Clock
+  /** Aborted by close(): a retry backoff under way ends at once, so shutdown does not wait it out. */
+  private readonly wake = new AbortController()
 
   constructor(
     readonly name: string,
     public config: StreamConfig,
     private readonly sink: ObjectSink,
     private readonly log: StreamLog | undefined,
-    opts: { nowMs: number; creatingMs?: number; onError?: (err: unknown) => void; meta?: StreamMeta },
+    opts: {
+      nowMs: number
+      creatingMs?: number
+      onError?: (err: unknown) => void
+      meta?: StreamMeta
+      /** The clock of the retry backoff (default the system clock). */
+      clock?: Clock
+    },
   ) {
+    this.clock = opts.clock ?? systemClock
     this.arn = `arn:aws:firehose:us-east-1:${ACCOUNT_ID}:deliverystream/${name}`
     this.createdAtMs = opts.meta?.createdAtMs ?? opts.nowMs
     this.lastUpdatedAtMs = opts.meta?.lastUpdatedAtMs ?? this.createdAtMs
@@ -230,11 +249,14 @@ export class DeliveryStream {
   /** Delivers what is buffered, then closes the log (deleting it if the stream was deleted). */
   async close(removeLogDir = false): Promise<void> {
     this.stopping = true
+    this.wake.abort()
     await this.flush()
     if (!this.log) return
     const last = this.log.close()
-    if (removeLogDir && !this.undelivered) removeLog(this.log.dir)
-    else removeSegments([last])
+    // The last segment holds records if the buffer could not be taken (no new segment: disk full).
+    const lastHoldsRecords = this.oldestArrivalMs >= 0
+    if (removeLogDir && !this.undelivered && !lastHoldsRecords) removeLog(this.log.dir)
+    else if (!lastHoldsRecords) removeSegments([last])
   }
 
   /** Whether so many deliveries are waiting that puts must be refused (MAX_PENDING_DELIVERIES). */
@@ -250,6 +272,16 @@ export class DeliveryStream {
    */
   deliver(): void {
     if (this.oldestArrivalMs < 0) return
+    let segments: string[] = []
+    try {
+      if (this.log) segments = [this.log.rotate()]
+    } catch (err) {
+      // No new segment (disk full): the records stay buffered in the current one; the next tick,
+      // flush or close tries again.
+      this.counters.deliveryErrors++
+      this.onError(err)
+      return
+    }
     const entries = this.entries
     const records = this.bufferedRecords
     const arrival = new Date(this.oldestArrivalMs)
@@ -259,7 +291,7 @@ export class DeliveryStream {
     this.bufferedRecords = 0
     this.bufferedBytes = 0
     this.oldestArrivalMs = -1
-    this.enqueue(this.log ? [this.log.rotate()] : [], entries, records, arrival, config, version)
+    this.enqueue(segments, entries, records, arrival, config, version)
   }
 
   /** Queues one object: from log `segments` (read back now) or, without a log, from `entries`. */
@@ -323,8 +355,13 @@ export class DeliveryStream {
       } catch (err) {
         this.counters.deliveryErrors++
         this.onError(err)
+        // A refused name (keys.ts) fails the same way every time: the records stay in the log.
+        if ((err as { permanent?: boolean }).permanent === true) return false
         if (this.stopping && attempt >= SHUTDOWN_ATTEMPTS - 1) return false
-        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 5000)))
+        await sleep(Math.min(RETRY_BASE_MS * 2 ** attempt, RETRY_CAP_MS), {
+          clock: this.clock,
+          signal: this.wake.signal,
+        }).catch(() => {})
       }
     }
     this.counters.objectsWritten++

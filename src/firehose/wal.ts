@@ -1,9 +1,13 @@
+import { randomBytes } from 'node:crypto'
 import {
   closeSync,
+  constants,
   fdatasync,
   fdatasyncSync,
+  fstatSync,
   fsyncSync,
   ftruncateSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -14,8 +18,19 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { crc32 } from 'node:zlib'
+import { STREAM_NAME_PATTERN } from './limits.ts'
+
+/**
+ * Opening flags of every file the log creates: a new file only (O_EXCL), never through a symbolic
+ * link planted in the folder (O_NOFOLLOW), so a write can never land outside `<out>/wal`.
+ */
+const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
+/** Segment names found taken (by files that are not ours) skipped before a rotation gives up. */
+const MAX_SKIPPED_SEGMENTS = 16
+/** Reading flags: a link planted in the log folder is not followed (its target is not read). */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW
 
 /**
  * How far an accepted record has gone before the endpoint answers 200:
@@ -148,12 +163,32 @@ export class StreamLog {
     this.segment = this.open()
   }
 
-  /** Creates the log folder of a new stream. */
-  static create<M>(dir: string, durability: Durability, meta: M): StreamLog {
-    mkdirSync(dir, { recursive: true })
-    const log = new StreamLog(dir, durability, 1)
-    log.writeMeta(meta)
-    return log
+  /**
+   * Creates the log folder of a new stream, `<root>/<name>.<random hex>`: the name is a valid
+   * delivery stream name (one path segment, never `.`/`..` once the suffix is added), and the
+   * folder is new. A folder left half-made (disk full) is removed.
+   */
+  static create<M>(root: string, name: string, durability: Durability, meta: M): StreamLog {
+    if (!STREAM_NAME_PATTERN.test(name)) throw new Error(`'${name}' is not a delivery stream name`)
+    const base = resolve(root)
+    mkdirSync(base, { recursive: true })
+    for (;;) {
+      const dir = join(base, `${name}.${randomBytes(4).toString('hex')}`)
+      if (dirname(dir) !== base) throw new Error(`stream log folder '${dir}' is outside '${base}'`)
+      try {
+        mkdirSync(dir)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue
+        throw err
+      }
+      try {
+        StreamLog.writeMetaTo(dir, meta, durability)
+        return new StreamLog(dir, durability, 1)
+      } catch (err) {
+        rmSync(dir, { recursive: true, force: true })
+        throw err
+      }
+    }
   }
 
   /** Reads every stream log under `root` (each a folder with a `stream.json`). */
@@ -167,9 +202,11 @@ export class StreamLog {
     const out: RecoveredLog<M>[] = []
     for (const name of names.sort()) {
       const dir = join(root, name)
+      // Only real folders: a symbolic link planted in the log folder is never followed.
+      if (!isRealDir(dir)) continue
       let meta: M
       try {
-        meta = JSON.parse(readFileSync(join(dir, 'stream.json'), 'utf8')) as M
+        meta = JSON.parse(readNoFollow(join(dir, 'stream.json')).toString('utf8')) as M
       } catch {
         continue
       }
@@ -177,7 +214,13 @@ export class StreamLog {
       const segments: RecoveredSegment[] = []
       for (const seg of segmentsOf(dir)) {
         const path = join(dir, seg.file)
-        const entries = readEntries(readFileSync(path))
+        let file: Buffer
+        try {
+          file = readNoFollow(path)
+        } catch {
+          continue // not a regular file (a link): not ours, left alone
+        }
+        const entries = readEntries(file)
         let records = 0
         for (const e of entries) records += entryCount(e)
         segments.push({ path, records, oldestArrivalMs: entries.length ? entryArrivalMs(entries[0]!) : -1 })
@@ -202,13 +245,21 @@ export class StreamLog {
   static writeMetaTo(dir: string, meta: unknown, durability: Durability): void {
     const path = join(dir, 'stream.json')
     const tmp = `${path}.tmp`
-    writeFileSync(tmp, JSON.stringify(meta))
-    if (durability === 'fsync') {
-      const fd = openSync(tmp, 'r+')
-      fsyncSync(fd)
-      closeSync(fd)
+    // A leftover (or planted link) is removed, not written through.
+    rmSync(tmp, { force: true })
+    const fd = openSync(tmp, CREATE_FLAGS, 0o644)
+    try {
+      try {
+        writeFileSync(fd, JSON.stringify(meta))
+        if (durability === 'fsync') fsyncSync(fd)
+      } finally {
+        closeSync(fd)
+      }
+      renameSync(tmp, path)
+    } catch (err) {
+      rmSync(tmp, { force: true })
+      throw err
     }
-    renameSync(tmp, path)
   }
 
   /** Appends one entry; `done` is called when it is as safe as the durability mode promises. */
@@ -229,8 +280,23 @@ export class StreamLog {
   /** Starts a new segment; returns the path of the one just closed (delete it once delivered). */
   rotate(): string {
     const old = this.segment
-    this.seq++
-    this.segment = this.open()
+    // Opened before anything changes: if it fails (disk full), the log goes on in the old segment.
+    // A name taken by something else (a planted link) is skipped, never written through.
+    let seq = this.seq + 1
+    let next: Segment
+    for (;;) {
+      try {
+        next = this.open(seq)
+        break
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || seq > this.seq + MAX_SKIPPED_SEGMENTS) {
+          throw err
+        }
+        seq++
+      }
+    }
+    this.segment = next
+    this.seq = seq
     old.close(this.durability === 'fsync')
     return old.path
   }
@@ -241,9 +307,9 @@ export class StreamLog {
     return this.segment.path
   }
 
-  private open(): Segment {
-    const path = join(this.dir, `${String(this.seq).padStart(10, '0')}.wal`)
-    const segment = new Segment(path, openSync(path, 'a'))
+  private open(seq = this.seq): Segment {
+    const path = join(this.dir, `${String(seq).padStart(10, '0')}.wal`)
+    const segment = new Segment(path, openSync(path, CREATE_FLAGS | constants.O_APPEND, 0o644))
     // A new file's directory entry must reach the disk too, or a machine crash can lose the file.
     if (this.durability === 'fsync') syncDir(this.dir)
     return segment
@@ -259,6 +325,26 @@ function syncDir(dir: string): void {
   }
 }
 
+function isRealDir(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+/** A file's contents, refusing to follow a symbolic link in its last component. */
+function readNoFollow(path: string): Buffer {
+  const fd = openSync(path, READ_FLAGS)
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`'${path}' is not a regular file`)
+    return readFileSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** The segment files of a log folder by number (whatever their type: the numbering must skip them all). */
 function segmentsOf(dir: string): Array<{ file: string; seq: number }> {
   return readdirSync(dir)
     .filter((f) => /^\d+\.wal$/.test(f))

@@ -1,8 +1,9 @@
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { REDACTED, redactText } from '../config/redact.ts'
 import { FleetsimError } from '../errors.ts'
+import { makeFolder } from './fs.ts'
 
 /**
  * A folder is in use by another live process (or this process holds it already). Stable code
@@ -47,7 +48,7 @@ export interface FolderLock {
 export function lockFolder(folder: string, opts: { what: string; fix: string }): FolderLock {
   const dir = resolve(folder)
   try {
-    mkdirSync(dir, { recursive: true })
+    makeFolder(dir)
   } catch (err) {
     throw new LockError(
       'FLEETSIM_FOLDER_UNWRITABLE',

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv } from 'yargs'
 import { ConfigError } from '../../errors.ts'
+import { AbortedError } from '../../runtime/clock.ts'
 import { BUFFER_INTERVAL_S, BUFFER_SIZE_MB, QUOTA_PRESETS, type Quota } from '../../firehose/limits.ts'
 import { startLocalFirehose } from '../../firehose/server.ts'
 import { type ObjectSink, S3Sink } from '../../firehose/sink.ts'
@@ -143,35 +144,49 @@ export async function handler(args: Args): Promise<void> {
   const sink: ObjectSink | undefined = args.s3Endpoint
     ? new S3Sink({ endpoint: args.s3Endpoint, region: args.s3Region, forcePathStyle: args.s3PathStyle })
     : undefined
-  const fh = await startLocalFirehose({
-    outDir: out,
-    port,
-    host: args.host,
-    ...(sink ? { sink } : {}),
-    durability: args.durability as Durability,
-    creatingMs,
-    quota,
-    failRate,
-    errorRate,
-    seed: args.seed,
-    createStreams: args.createStream.map((name) => ({
-      name,
-      intervalInSeconds,
-      sizeInMBs,
-      compression: args.compression as 'UNCOMPRESSED' | 'GZIP',
-      appendDelimiter: args.appendDelimiter,
-    })),
-    onError: (err) => console.error(`firehose: ${err instanceof Error ? err.message : String(err)}`),
-  })
+  // One Ctrl-C stops the start too (a long log recovery) and, once started, closes the endpoint.
+  const interrupted = onceInterrupted()
+  const stop = new AbortController()
+  interrupted.promise.then(() => stop.abort('interrupted'))
+  let fh: Awaited<ReturnType<typeof startLocalFirehose>>
+  try {
+    fh = await startLocalFirehose({
+      signal: stop.signal,
+      outDir: out,
+      port,
+      host: args.host,
+      ...(sink ? { sink } : {}),
+      durability: args.durability as Durability,
+      creatingMs,
+      quota,
+      failRate,
+      errorRate,
+      seed: args.seed,
+      createStreams: args.createStream.map((name) => ({
+        name,
+        intervalInSeconds,
+        sizeInMBs,
+        compression: args.compression as 'UNCOMPRESSED' | 'GZIP',
+        appendDelimiter: args.appendDelimiter,
+      })),
+      onError: (err) => console.error(`firehose: ${err instanceof Error ? err.message : String(err)}`),
+    })
+  } catch (err) {
+    interrupted.dispose()
+    if (err instanceof AbortedError) {
+      process.exitCode = 130
+      return
+    }
+    throw err
+  }
   if (fh.recovered.streams > 0) {
     console.log(
       `recovered ${fh.recovered.streams} streams with ${fh.recovered.records} unwritten records from ${out}/wal`,
     )
   }
   console.log(`fleetsim firehose listening on ${fh.url}; objects under ${fh.objectsLocation}`)
-  const signal = onceInterrupted()
-  await signal.promise
-  signal.dispose()
+  await interrupted.promise
+  interrupted.dispose()
   await fh.close()
   const s = fh.stats()
   console.log(`accepted ${s.recordsAccepted} records, wrote ${s.objectsWritten} objects`)

@@ -15,7 +15,7 @@ import {
   SCENARIO_SCHEMA,
 } from '../../config/index.ts'
 import { redactText } from '../../config/redact.ts'
-import { ConfigError } from '../../errors.ts'
+import { ConfigError, FleetsimError } from '../../errors.ts'
 import { type LocalFirehose, startLocalFirehose } from '../../firehose/server.ts'
 import { FolderSink } from '../../firehose/sink.ts'
 import type { LatencySummary } from '../../metrics/histogram.ts'
@@ -155,6 +155,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
           { name: hc.stream, intervalInSeconds: hc.bufferIntervalS, sizeInMBs: hc.bufferSizeMB },
         ],
         onError: onError('firehose'),
+        flags: { port: '--firehose-port' },
         onAccepted: (_stream, records, nowMs) => metrics.onAccepted(records, nowMs),
       })
       sources.firehose = () => firehose!.stats()
@@ -206,7 +207,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
     clearInterval(ticker)
     signal.dispose()
     await closeAll()
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' && !(err instanceof FleetsimError)) {
       const what = listening
       throw new ConfigError(
         'FLEETSIM_PORT_IN_USE',

@@ -81,6 +81,11 @@ function emptyStats(): FirehoseStats {
     deliveryErrors: 0,
     requests: 0,
     errors: 0,
+    bodyBytesInFlight: 0,
+    bodiesInFlight: 0,
+    bodiesRefused: 0,
+    bodiesTimedOut: 0,
+    bodiesShed: 0,
     byStream: {},
   }
 }
