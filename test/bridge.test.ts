@@ -23,7 +23,8 @@ afterEach(async () => {
 
 async function pipeline(streams: string[] = ['bt']) {
   const out = await tempDir('fleetsim-bridge-')
-  const broker = await startBroker({ port: 0 })
+  // The 2 MiB dead-letter case needs a broker that takes a packet over the default 1 MiB + 64 KiB.
+  const broker = await startBroker({ port: 0, maxPacketSize: 4 * 1024 * 1024 })
   closers.push(() => broker.close())
   const sink = new FolderSink(`${out}/s3`)
   const firehose = await startLocalFirehose({

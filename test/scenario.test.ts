@@ -49,7 +49,7 @@ describe('scenario files: one schema, resolved from file, then flags, then envir
   it('has the documented defaults when nothing is given', () => {
     const c = resolveRunConfig({ env: {}, knownModels })
     expect(c).toEqual({
-      broker: { url: 'embedded', port: 0 },
+      broker: { url: 'embedded', port: 0, maxPacketSize: 1_114_112 },
       fleet: {
         devices: [{ model: 'person', count: 100 }],
         ratePerSecond: 1,

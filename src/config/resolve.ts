@@ -17,7 +17,7 @@ export interface RunConfig {
   description?: string
   /** The scenario file it came from, if any. */
   scenarioPath?: string
-  broker: { url: string; port: number }
+  broker: { url: string; port: number; maxPacketSize: number }
   fleet: {
     devices: FleetMixEntry[]
     ratePerSecond: number

@@ -9,6 +9,8 @@
  */
 import { BRIDGE_BOUNDS } from '../../bridge/options.ts'
 
+import { BROKER_OPTION_RANGES, DEFAULT_MAX_PACKET_SIZE } from '../broker/limits.ts'
+
 export type FieldKind =
   | { type: 'string'; pattern?: string; examples?: string[] }
   | { type: 'integer'; min?: number; max?: number }
@@ -46,6 +48,15 @@ export const SCENARIO_SCHEMA = {
       default: 0,
       describe: 'Embedded broker TCP port; 0 = any free port',
       flag: 'port',
+    },
+    maxPacketSize: {
+      type: 'integer',
+      min: BROKER_OPTION_RANGES.maxPacketSize[0],
+      max: BROKER_OPTION_RANGES.maxPacketSize[1],
+      default: DEFAULT_MAX_PACKET_SIZE,
+      describe:
+        'Embedded broker: largest MQTT packet, bytes, headers included; a larger one closes the connection (1 MiB payload + 64 KiB headers: a Firehose record holds at most 1,000 KiB)',
+      flag: 'max-packet-size',
     },
   },
   fleet: {

@@ -144,7 +144,8 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   }
   try {
     const brokerUrl = config.broker.url === 'embedded' ? undefined : config.broker.url
-    if (!brokerUrl) broker = await startBroker({ port: config.broker.port })
+    if (!brokerUrl)
+      broker = await startBroker({ port: config.broker.port, maxPacketSize: config.broker.maxPacketSize })
     listening = '--firehose-port'
     if (hc.mode === 'local') {
       firehose = await startLocalFirehose({
