@@ -57,6 +57,7 @@ export interface GuardLimits {
 }
 
 const CONNECT = 1
+const PUBLISH = 3
 /** MQTT 3.1.1 §2.2.1 control packet types, for log lines. */
 const TYPE_NAMES = [
   'reserved',
@@ -89,6 +90,8 @@ export class PacketBoundaries {
   connected = false
   /** Packets begun so far (tells the deadline sweep whether the unfinished packet is the same one). */
   packets = 0
+  /** PUBLISH packets begun so far: a connection that publishes is held back by the routing gate. */
+  publishes = 0
   /** Body bytes of the current packet still to come; -1 = at a fixed header. */
   #remaining = -1
   /** Fixed header being read: 0 = expecting the type byte, else length bytes read so far + 1. */
@@ -109,14 +112,26 @@ export class PacketBoundaries {
 
   /** Follows `chunk`; returns the refusal as soon as a fixed header breaks a limit, else undefined. */
   inspect(chunk: Uint8Array): Refusal | undefined {
+    return this.follow(chunk, Number.POSITIVE_INFINITY).refusal
+  }
+
+  /**
+   * Follows `chunk` until `maxPackets` packets have ended in it; returns how many bytes it followed
+   * (the rest is for a later call), or the refusal as soon as a fixed header breaks a limit.
+   */
+  follow(chunk: Uint8Array, maxPackets: number): { consumed: number; refusal?: Refusal } {
     let i = 0
+    let ended = 0
     const n = chunk.length
-    while (i < n) {
+    while (i < n && ended < maxPackets) {
       if (this.#remaining > 0) {
         const skip = Math.min(this.#remaining, n - i)
         this.#remaining -= skip
         i += skip
-        if (this.#remaining === 0) this.#endPacket()
+        if (this.#remaining === 0) {
+          this.#endPacket()
+          ended++
+        }
         continue
       }
       const byte = chunk[i++]!
@@ -124,14 +139,21 @@ export class PacketBoundaries {
         this.#type = byte >> 4
         if (!this.connected && this.#type !== CONNECT) {
           return {
-            cause: 'notConnectFirst',
-            detail: `first packet is a ${TYPE_NAMES[this.#type]}, not a CONNECT (MQTT 3.1.1 §3.1)`,
+            consumed: i,
+            refusal: {
+              cause: 'notConnectFirst',
+              detail: `first packet is a ${TYPE_NAMES[this.#type]}, not a CONNECT (MQTT 3.1.1 §3.1)`,
+            },
           }
         }
         if (this.#type === 0)
-          return { cause: 'malformed', detail: 'packet type 0 is reserved (MQTT 3.1.1 §2.2.1)' }
+          return {
+            consumed: i,
+            refusal: { cause: 'malformed', detail: 'packet type 0 is reserved (MQTT 3.1.1 §2.2.1)' },
+          }
         this.#headerPos = 1
         this.packets++
+        if (this.#type === PUBLISH) this.publishes++
         this.#length = 0
         this.#multiplier = 1
         continue
@@ -140,18 +162,27 @@ export class PacketBoundaries {
       this.#multiplier *= 128
       if (byte & 0x80) {
         if (++this.#headerPos > 4) {
-          return { cause: 'malformed', detail: 'remaining length longer than 4 bytes (MQTT 3.1.1 §2.2.3)' }
+          return {
+            consumed: i,
+            refusal: {
+              cause: 'malformed',
+              detail: 'remaining length longer than 4 bytes (MQTT 3.1.1 §2.2.3)',
+            },
+          }
         }
         continue
       }
       const size = this.#headerPos + 1 + this.#length
       this.#headerPos = 0
       const refusal = this.#checkSize(size)
-      if (refusal) return refusal
+      if (refusal) return { consumed: i, refusal }
       this.#remaining = this.#length
-      if (this.#remaining === 0) this.#endPacket()
+      if (this.#remaining === 0) {
+        this.#endPacket()
+        ended++
+      }
     }
-    return undefined
+    return { consumed: i }
   }
 
   #checkSize(size: number): Refusal | undefined {
@@ -178,6 +209,16 @@ export class PacketBoundaries {
 }
 
 /**
+ * Holds back the reads of publishing connections while the broker cannot route what it already
+ * took. `closed()` says whether to wait; `wait(stream)` registers a stream to be woken (its
+ * 'readable' emitted again) once the gate opens.
+ */
+export interface ReadGate {
+  closed(): boolean
+  wait(stream: Duplex): void
+}
+
+/**
  * Applies `boundaries` to every chunk the broker reads from `stream`, before the MQTT parser sees it.
  *
  * It wraps the stream's own `read()`: aedes reads its connection with `conn.read()` on 'readable',
@@ -185,24 +226,51 @@ export class PacketBoundaries {
  * the writes (the hot path) go straight to the socket with no stream in between. A refused chunk is
  * never returned: `onRefused` is called, which destroys the connection.
  *
+ * With a `gate`, a connection that has published reads nothing while the gate is closed (the
+ * broker's routing queue is over its high-water mark); it is woken when the queue has drained.
+ *
+ * With `maxPacketsPerRead`, a read returns at most that many whole packets once the client is
+ * connected, and puts the rest back (`unshift`). aedes handles every packet of one read at once and
+ * reads again only when all of them are done, and a QoS 1 publish is done only once it has been
+ * handed to its subscribers; so this bounds what one client can have queued inside the broker, and
+ * a client that publishes faster than the subscribers take its messages waits, end to end, instead
+ * of the broker's queues growing (see limits.ts MAX_PACKETS_PER_READ).
+ *
  * @example guardConnection(socket, new PacketBoundaries(limits), (r) => refuse(socket, r)); aedes.handle(socket)
  */
 export function guardConnection(
   stream: Duplex,
   boundaries: PacketBoundaries,
   onRefused: (refusal: Refusal) => void,
+  opts: { maxPacketsPerRead?: number; gate?: ReadGate } = {},
 ): void {
   const read = stream.read
+  const maxPacketsPerRead = opts.maxPacketsPerRead ?? Number.POSITIVE_INFINITY
+  const gate = opts.gate
   let refused = false
   stream.read = function guardedRead(this: Duplex, size?: number) {
     if (refused) return null
+    // A connection that publishes waits while the broker's routing is congested: its bytes stay in
+    // the stream (and then in TCP), which holds the publisher back at its in-flight cap.
+    if (gate && boundaries.publishes > 0 && gate.closed()) {
+      gate.wait(this)
+      return null
+    }
     const chunk: unknown = read.call(this, size)
     if (chunk === null || chunk === undefined) return chunk
-    const refusal = boundaries.inspect(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Uint8Array))
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
+    const { consumed, refusal } = boundaries.follow(
+      bytes,
+      boundaries.connected ? maxPacketsPerRead : Number.POSITIVE_INFINITY,
+    )
     if (refusal) {
       refused = true
       onRefused(refusal)
       return null
+    }
+    if (consumed < bytes.length) {
+      this.unshift(bytes.subarray(consumed))
+      return bytes.subarray(0, consumed)
     }
     return chunk
   }

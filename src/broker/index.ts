@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http'
 import { createServer, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { fastMemoryPersistence } from './persistence.ts'
 import { Aedes, type AedesOptions, type AuthenticateError, type Client } from 'aedes'
 import { ConfigError } from '../errors.ts'
 import { AbortedError, type Clock, sleep, systemClock, type TimerHandle } from '../runtime/clock.ts'
@@ -16,6 +17,7 @@ import { createGuardedEmitter } from './emitter.ts'
 import { BROKER_ERROR_CODES, BrokerListenError, type ListenFlags, listenError } from './errors.ts'
 import {
   guardConnection,
+  type ReadGate,
   PacketBoundaries,
   REFUSAL_CAUSES,
   type Refusal,
@@ -35,6 +37,9 @@ import {
   DRAIN_POLL_MS,
   DRAIN_TIMEOUT_MS,
   LISTEN_TIMEOUT_MS,
+  MAX_PACKETS_PER_READ,
+  ROUTING_HIGH_WATER,
+  ROUTING_LOW_WATER,
   MQ_CONCURRENCY,
 } from './limits.ts'
 import { filterProblem } from './topic.ts'
@@ -111,6 +116,10 @@ export interface BrokerStats extends HoldStats {
   /** Messages being routed now, and waiting for a routing slot (aedes' emitter). */
   routing: number
   routingQueued: number
+  /** Publishing connections not read now because routing is congested (ROUTING_HIGH_WATER). */
+  publishersWaiting: number
+  /** Times a publishing connection was held back since start. */
+  publisherHolds: number
 }
 
 export interface EmbeddedBroker {
@@ -190,6 +199,8 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   aedes = await Aedes.createBroker({
     ...user,
     mq,
+    // O(1) outgoing queues for persistent sessions (the bridge's); see persistence.ts.
+    persistence: user.persistence ?? fastMemoryPersistence(),
     // drainTimeout: a frozen subscriber must not wedge delivery to everyone (limits.ts).
     drainTimeout: user.drainTimeout ?? DRAIN_TIMEOUT_MS,
     // aedes' own CONNECT timer is a backstop behind the guard's (which counts and logs it).
@@ -225,6 +236,33 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   const broker = aedes
   if (hold) broker.on('subscribe', (subs, client) => hold.onSubscribe(subs, client))
 
+  // Overload holds publishers back instead of growing the routing queue (limits.ts ROUTING_HIGH_WATER).
+  const waiting = new Set<Duplex>()
+  let gateCheck = false
+  let gateHolds = 0
+  const checkGate = () => {
+    gateCheck = false
+    if (mq.length > ROUTING_LOW_WATER) {
+      gateCheck = true
+      setImmediate(checkGate)
+      return
+    }
+    const woken = [...waiting]
+    waiting.clear()
+    for (const s of woken) if (!s.destroyed) s.emit('readable')
+  }
+  const gate: ReadGate = {
+    closed: () => mq.length >= ROUTING_HIGH_WATER || (waiting.size > 0 && mq.length > ROUTING_LOW_WATER),
+    wait(stream) {
+      if (!waiting.has(stream)) gateHolds++
+      waiting.add(stream)
+      if (!gateCheck) {
+        gateCheck = true
+        setImmediate(checkGate)
+      }
+    },
+  }
+
   // Every connection goes through the guard, also streams handed to `aedes.handle()` directly (the
   // in-memory devices of fleetsim run): aedes' own handle() is kept and wrapped.
   const aedesHandle = broker.handle
@@ -242,7 +280,10 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
     connections.add(conn)
     connectionsTotal++
     stream.once('close', () => connections.delete(conn))
-    guardConnection(stream, conn.boundaries, (refusal) => refuse(conn, refusal))
+    guardConnection(stream, conn.boundaries, (refusal) => refuse(conn, refusal), {
+      maxPacketsPerRead: MAX_PACKETS_PER_READ,
+      gate,
+    })
     return aedesHandle(stream, req)
   }
   broker.handle = (stream, req) => accept(stream as Duplex, 'in-memory', req)
@@ -366,6 +407,8 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
       refusedTotal: REFUSAL_CAUSES.reduce((s, c) => s + refused[c], 0),
       routing: mq.current,
       routingQueued: mq.length,
+      publishersWaiting: waiting.size,
+      publisherHolds: gateHolds,
       ...(hold?.stats() ?? { held: 0, heldTotal: 0, released: 0, holdTimeouts: 0 }),
     }),
     close,

@@ -92,10 +92,35 @@ export const DRAIN_POLL_MS = 20
 export const LISTEN_TIMEOUT_MS = 4_000
 
 /**
- * Messages aedes routes at once (its emitter's concurrency); more wait in its queue. aedes' own
- * default, kept: it bounds the deliveries in flight, not the messages accepted.
+ * Messages aedes routes at once (its emitter's concurrency); more wait in its queue. aedes' default
+ * is 100; each routed QoS 1 message waits a turn of the event loop (a setImmediate in aedes'
+ * deliverQoS) before it is written to its subscriber, so 100 at a time capped delivery at 100 per
+ * loop turn: with a fleet publishing in the same loop, the bridge received a third of what the
+ * devices sent and the rest queued (measured: 14,800 msg/s delivered at 2,000 against 2,500-5,000 at
+ * 100, same load, same machine). Memory in flight is bounded by this times the message size.
  */
-export const MQ_CONCURRENCY = 100
+export const MQ_CONCURRENCY = 2_000
+
+/**
+ * Routing queue length at which publishing connections stop being read (guard.ts ReadGate), and
+ * the length at which they are read again: overload then holds the devices at their in-flight caps
+ * (the closed model) instead of growing the broker's memory without bound. A few seconds of a busy
+ * broker's work, so that a burst does not stop publishers at once.
+ */
+export const ROUTING_HIGH_WATER = 10_000
+export const ROUTING_LOW_WATER = 2_000
+
+/**
+ * Whole packets the broker takes from one connection per read, once it has connected (guard.ts).
+ * aedes acknowledges a QoS 1 PUBLISH before it hands it to the subscribers, and reads the next
+ * batch only once every packet of the current one has been handed over; without a bound, one read
+ * can be hundreds of packets per client, all acknowledged, all queued inside the broker when the
+ * subscriber (the bridge) is slower than the publishers. With this bound a client waits for its
+ * previous batch to reach the subscribers, so overload holds the publishers back instead of
+ * growing the broker's memory. Small enough for that, large enough that a busy client's packets
+ * are not handed over one read call each.
+ */
+export const MAX_PACKETS_PER_READ = 16
 
 /** The accepted range of each numeric option: [min, max], checked by startBroker and the CLI. */
 export const BROKER_OPTION_RANGES = {
