@@ -1,48 +1,33 @@
-import { connect as netConnect, type Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
-import { connect as tlsConnect } from 'node:tls'
-import { type IClientOptions, type IClientPublishOptions, MqttClient } from 'mqtt'
+import type { FleetsimError } from '../src/errors.ts'
 import { ConfigError } from '../src/errors.ts'
+import {
+  type Clock,
+  sleep,
+  systemClock,
+  type TimerHandle,
+  whenAborted,
+  withDeadline,
+} from '../src/runtime/clock.ts'
+import { connectFailure, socketCause } from './causes.ts'
+import { Connector } from './connector.ts'
+import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing, type ReconnectBackoff } from './defaults.ts'
 import { createDevice, nextMessage, type SimDevice } from './device.ts'
+import { emptyLatency, LatencyRecorder, type LatencySnapshot } from './latency.ts'
 import { devicesPerProcess, PORTS_PER_SOURCE_ADDRESS } from './limits.ts'
-import { duplexPair } from './memory-stream.ts'
+import { type FleetTls, type FleetTransport, MqttLink, streamBuilder } from './mqtt-link.ts'
+import { Publisher } from './publisher.ts'
 import { type FleetMixEntry, getModel } from './registry.ts'
 import { Rng } from './rng.ts'
-import { DueHeap } from './scheduler.ts'
+import { Scheduler } from './scheduler.ts'
 
-/** How devices reach the broker. */
-export type FleetTransport =
-  /** TCP (mqtt://) or TLS (mqtts://) to `brokerUrl`, one socket per device. */
-  | { kind: 'tcp' }
-  /**
-   * In-memory streams to a broker in this process: `handle` receives the broker's end of each
-   * device's stream (e.g. `(s) => aedes.handle(s)`). No file descriptors, no ports.
-   */
-  | { kind: 'memory'; handle: (stream: Duplex) => void }
-
-export interface FleetTls {
-  /** PEM contents (not paths): the CA to trust, and for mutual TLS the client certificate and key. */
-  ca?: string | Buffer
-  cert?: string | Buffer
-  key?: string | Buffer
-  /** Default true; false accepts any server certificate (testing only). */
-  rejectUnauthorized?: boolean
-}
-
-export interface ReconnectBackoff {
-  /** First delay after a lost connection, ms. */
-  baseMs: number
-  /** Each further failed attempt multiplies the delay by this… */
-  factor: number
-  /** …up to this cap, ms. The delay actually used is uniform in [delay/2, delay] (jitter). */
-  maxMs: number
-}
-
-/** Longest wait for every device to connect before the duration starts counting anyway. */
-const CONNECT_GRACE_MS = 30_000
+export type { Pacing, ReconnectBackoff } from './defaults.ts'
+export type { LatencySnapshot } from './latency.ts'
+export type { FleetTls, FleetTransport } from './mqtt-link.ts'
 
 /** Defaults of the reconnect backoff: 0.5 s, doubling, capped at 30 s, with jitter. */
-export const DEFAULT_BACKOFF: ReconnectBackoff = { baseMs: 500, factor: 2, maxMs: 30_000 }
+export const DEFAULT_BACKOFF: ReconnectBackoff = FLEET_DEFAULTS.reconnect
+
+export type WorkerKind = 'process' | 'thread'
 
 export interface FleetOptions {
   brokerUrl: string
@@ -59,10 +44,25 @@ export interface FleetOptions {
   qos: 0 | 1 | 2
   seed: number
   retain?: boolean
-  /** How many connections may be opening at once (default 100). */
+  /** How many connection attempts may be open at once (default 100). */
   connectConcurrency?: number
-  /** Spread the connects evenly over this many ms (default 0: as fast as `connectConcurrency` allows). */
+  /** Spread the first connects evenly over this many ms (default 0: as fast as `connectConcurrency` allows). */
   rampUpMs?: number
+  /**
+   * The fleet fails (`failed` resolves, a waiting startFleet rejects) when no device has connected
+   * within this many ms of the start (default 30 s); 0 = wait forever.
+   */
+  connectTimeoutMs?: number
+  /** One connection attempt's deadline, socket to CONNACK (default 30 s). */
+  attemptTimeoutMs?: number
+  /**
+   * `closed` (default): a device at its in-flight cap defers its next send, so the achieved rate
+   * falls to what the broker carries. `open`: every send keeps its intended time (its `ts`), late or
+   * queued, so latency counts from the intended time. See README "Pacing".
+   */
+  pacing?: Pacing
+  /** Open pacing: a send leaving more than this many ms after its intended time counts as late (default 50). */
+  lateAfterMs?: number
   /** `{model}`, `{deviceId}` and `{index}` are replaced. Default `fleet/{model}/{deviceId}/telemetry`. */
   topicTemplate?: string
   /** MQTT client id; same placeholders. Default `fleetsim-{deviceId}`. */
@@ -85,8 +85,8 @@ export interface FleetOptions {
   /** Unacknowledged QoS ≥ 1 messages per connection (default 32): bounds memory and keeps message ids far from 65,535. */
   maxInFlight?: number
   /**
-   * Messages a device holds while disconnected or at its in-flight cap (default 1,000). When full,
-   * the device skips producing (its `seq` does not advance, so nothing accepted is lost).
+   * Messages a device holds while disconnected (and, open pacing, behind its cap; default 1,000).
+   * When full the device skips producing (its `seq` does not advance, so nothing accepted is lost).
    */
   maxQueued?: number
   reconnect?: ReconnectBackoff
@@ -96,10 +96,12 @@ export interface FleetOptions {
   /** Local addresses to connect from, round-robin (TCP only). Default: automatic (see README). */
   sourceAddresses?: string[]
   /**
-   * Worker processes for TCP fleets: 'auto' (default) spreads over as many as the fd limit needs;
-   * 1 keeps every device in this process.
+   * Workers for the fleet: 'auto' (default) spreads a TCP fleet over as many processes as the fd
+   * limit needs; n runs n workers of `workerKind`, each a disjoint shard; 1 keeps every device here.
    */
   workers?: number | 'auto'
+  /** What a worker is when `workers` is a number (default 'process'): threads share this process's fd limit. */
+  workerKind?: WorkerKind
   /**
    * Whether startFleet resolves only once every device has connected (default: yes without a
    * ramp-up). Otherwise it resolves at once and `allConnected` tells when.
@@ -107,52 +109,67 @@ export interface FleetOptions {
   waitForConnections?: boolean
   /** How long stop() waits for queued and in-flight messages to be acknowledged, ms (default 30 s). */
   drainTimeoutMs?: number
+  /**
+   * Aborting stops the fleet as stop() does, waiting at most 5 s for acknowledgements; a waiting
+   * startFleet then resolves (and `finished` resolves).
+   */
+  signal?: AbortSignal
+  /** Time and timers (default the system clock); tests pass fake timers. */
+  clock?: Clock
 }
 
 export interface FleetStats {
   devices: number
   connected: number
-  /** Messages handed to the broker and acknowledged (QoS ≥ 1) or written (QoS 0). */
+  /** Devices that connected at least once. */
+  everConnected: number
+  /** Messages acknowledged (QoS ≥ 1) or written (QoS 0): the achieved sends. */
   published: number
   publishErrors: number
   inFlight: number
-  /** Messages produced and waiting for a connection or an in-flight slot. */
+  /** Messages made and waiting for a connection (or, open pacing, for an in-flight slot). */
   queued: number
-  /** Sends skipped because the device was offline (QoS 0) or its queue was full; no seq was used. */
+  /** Intended sends on the devices' schedules, from each device's first connect: the offered load. */
+  offered: number
+  /** Messages made (each took a seq). */
+  produced: number
+  /** Closed pacing: intended sends held back because the device was at its in-flight cap. */
+  deferred: number
+  /** Open pacing: sends that left more than `lateAfterMs` after their intended time. */
+  late: number
+  /** Intended sends not made because the device was offline (QoS 0) or its queue was full; no seq was used. */
   skipped: number
   /** Connections lost and re-established. */
   reconnects: number
-  /** Worker processes (0 = all devices in this process). */
+  connectAttempts: number
+  /** Failed connection attempts and lost connections (the sum of errorsByCause). */
+  connectErrors: number
+  /** Failed attempts and lost connections by cause: `{ 'not authorized': 10 }`. */
+  errorsByCause: Record<string, number>
+  /** Socket opened → CONNACK of successful attempts. */
+  connectLatency: LatencySnapshot
+  /** Publish handed to MQTT.js → PUBACK (QoS ≥ 1) or written (QoS 0). */
+  pubackLatency: LatencySnapshot
+  /** Workers (0 = all devices in this thread). */
   workers: number
 }
 
 export interface Fleet {
   stats(): FleetStats
-  /** Device id → highest seq published (seqs run 1..n), for verification. */
+  /** Device id → highest seq made (seqs run 1..n), for verification. */
   sent(): Map<string, number>
-  /** Resolves when the duration has elapsed or `count` messages were produced (never when both are 0). */
+  /** Resolves when the duration has elapsed, `count` messages were made, or the fleet was stopped; not when it failed. */
   readonly finished: Promise<void>
   /** Resolves once every device has connected at least once. */
   readonly allConnected: Promise<void>
-  /** Stops publishing, waits for in-flight acknowledgements, disconnects. Idempotent. */
+  /**
+   * Resolves (never rejects) with the error that ended the fleet: no device connected within
+   * `connectTimeoutMs` (code FLEETSIM_CONNECT_FAILED, a one-line message naming the broker URL, the
+   * cause and the fix). Never resolves otherwise.
+   */
+  readonly failed: Promise<FleetsimError>
+  /** Stops publishing, waits for queued and in-flight acknowledgements, disconnects. Idempotent. */
   stop(): Promise<void>
-}
-
-interface Device extends SimDevice {
-  topic: string
-  statusTopic: string
-  clientId: string
-  client: MqttClient | undefined
-  /** Rendered messages not yet handed to MQTT.js. */
-  queue: string[]
-  inFlight: number
-  everConnected: boolean
-  attempts: number
-  localAddress: string | undefined
-  /** Position in `devices`, the id the scheduler holds. */
-  slot: number
-  /** Its first connect is in progress (it holds one of the connectConcurrency slots). */
-  opening: boolean
 }
 
 /**
@@ -162,18 +179,33 @@ interface Device extends SimDevice {
  */
 export async function startFleet(opts: FleetOptions): Promise<Fleet> {
   validate(opts)
-  const transport = opts.transport ?? { kind: 'tcp' }
-  if (transport.kind === 'tcp') {
-    const total = localDeviceCount(opts)
-    const workers = opts.workers ?? 'auto'
-    const n = workers === 'auto' ? Math.ceil(total / devicesPerProcess()) : workers
-    if (n > 1) {
-      // Lazy import: the worker machinery (child_process) is only loaded when needed.
-      const { startProcessFleet } = await import('./workers.ts')
-      return startProcessFleet(opts, n)
-    }
+  const n = workerCount(opts)
+  if (n.count > 1) {
+    // Lazy import: the worker machinery is only loaded when needed.
+    const { startWorkerFleet } = await import('./workers.ts')
+    return startWorkerFleet(opts, n.count, n.kind)
   }
-  return startLocalFleet(opts, transport)
+  return startLocalFleet(opts)
+}
+
+function workerCount(opts: FleetOptions): { count: number; kind: WorkerKind } {
+  const workers = opts.workers ?? 'auto'
+  const kind = opts.workerKind ?? 'process'
+  if (opts.transport?.kind === 'memory') return { count: 1, kind }
+  if (workers === 'auto') {
+    // File descriptors are per process: only processes raise the number of sockets.
+    return { count: Math.ceil(localDeviceCount(opts) / devicesPerProcess()), kind: 'process' }
+  }
+  return { count: workers, kind }
+}
+
+function checkRange(value: number | undefined, name: string, [min, max]: readonly [number, number]): void {
+  if (value !== undefined && !(value >= min && value <= max)) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_FLEET_OPTION',
+      `${name} ${value} is out of range; use ${min} to ${max}`,
+    )
+  }
 }
 
 function validate(opts: FleetOptions): void {
@@ -195,6 +227,38 @@ function validate(opts: FleetOptions): void {
       throw new ConfigError(
         'FLEETSIM_BAD_TEMPLATE_STRING',
         `'${t}' must contain {deviceId} (or {index}) so that every device gets its own topic and client id`,
+      )
+    }
+  }
+  if (opts.pacing !== undefined && opts.pacing !== 'closed' && opts.pacing !== 'open') {
+    throw new ConfigError('FLEETSIM_BAD_PACING', `pacing '${opts.pacing}' is not valid; use closed or open`)
+  }
+  if (opts.workerKind !== undefined && opts.workerKind !== 'process' && opts.workerKind !== 'thread') {
+    throw new ConfigError(
+      'FLEETSIM_BAD_WORKERS',
+      `worker kind '${opts.workerKind}' is not valid; use process or thread`,
+    )
+  }
+  checkRange(opts.maxInFlight, 'maxInFlight', FLEET_BOUNDS.maxInFlight)
+  checkRange(opts.maxQueued, 'maxQueued', FLEET_BOUNDS.maxQueued)
+  checkRange(opts.connectConcurrency, 'connectConcurrency', FLEET_BOUNDS.connectConcurrency)
+  checkRange(opts.jitter, 'jitter', FLEET_BOUNDS.jitter)
+  for (const [name, v] of [
+    ['connectTimeoutMs', opts.connectTimeoutMs],
+    ['attemptTimeoutMs', opts.attemptTimeoutMs],
+    ['rampUpMs', opts.rampUpMs],
+    ['drainTimeoutMs', opts.drainTimeoutMs],
+  ] as const) {
+    if (v !== undefined && !(v >= 0 && Number.isFinite(v))) {
+      throw new ConfigError('FLEETSIM_BAD_FLEET_OPTION', `${name} ${v} must be a number of ms ≥ 0`)
+    }
+  }
+  if (typeof opts.workers === 'number') {
+    checkRange(opts.workers, 'workers', FLEET_BOUNDS.workers)
+    if (opts.workers > 1 && opts.transport?.kind === 'memory') {
+      throw new ConfigError(
+        'FLEETSIM_BAD_WORKERS',
+        `${opts.workers} workers cannot share in-memory streams to a broker in this thread; use workers 1, or transport tcp`,
       )
     }
   }
@@ -226,76 +290,133 @@ function parseBrokerUrl(text: string): URL {
 export function localDeviceCount(opts: Pick<FleetOptions, 'devices' | 'shard'>): number {
   const s = opts.shard ?? { index: 0, count: 1 }
   let n = 0
-  for (const { count } of opts.devices) n += Math.floor((count - 1 - s.index) / s.count) + 1
+  for (const { count } of opts.devices) n += Math.max(0, Math.floor((count - 1 - s.index) / s.count) + 1)
   return n
 }
 
 const fill = (t: string, model: string, id: string, index: number) =>
   t.replaceAll('{model}', model).replaceAll('{deviceId}', id).replaceAll('{index}', String(index))
 
-async function startLocalFleet(opts: FleetOptions, transport: FleetTransport): Promise<Fleet> {
-  const topicTemplate = opts.topicTemplate ?? 'fleet/{model}/{deviceId}/telemetry'
-  const clientIdTemplate = opts.clientIdTemplate ?? 'fleetsim-{deviceId}'
-  const periodMs = 1000 / opts.ratePerSecond
-  const jitter = opts.jitter ?? 0.1
-  const maxInFlight = opts.maxInFlight ?? 32
-  const maxQueued = opts.maxQueued ?? 1000
-  const backoff = opts.reconnect ?? DEFAULT_BACKOFF
+interface Device extends SimDevice {
+  topic: string
+  link: MqttLink
+}
+
+/**
+ * The life of a fleet: connecting (devices publish from their own connect on; the duration has not
+ * started) → publishing (the duration counts) → finished (duration or count reached; nothing new is
+ * made) → stopping (drain, disconnect) → stopped; or connecting → failed (no device connected in time).
+ */
+type Phase = 'connecting' | 'publishing' | 'finished' | 'stopping' | 'stopped' | 'failed'
+
+/** A fleet in this thread: the connector, the scheduler and the publisher around one MqttLink per device. */
+async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
+  const D = FLEET_DEFAULTS
+  const clock = opts.clock ?? systemClock
+  // Latencies want sub-millisecond resolution; with an injected clock they follow it (tests).
+  const preciseNow = opts.clock ? () => clock.now() : () => performance.now()
+  const transport = opts.transport ?? { kind: 'tcp' }
+  const topicTemplate = opts.topicTemplate ?? D.topicTemplate
+  const clientIdTemplate = opts.clientIdTemplate ?? D.clientIdTemplate
+  const pacing = opts.pacing ?? D.pacing
   const shard = opts.shard ?? { index: 0, count: 1 }
   const countLimit = opts.count && opts.count > 0 ? opts.count : Number.POSITIVE_INFINITY
-  const startMs = Date.now()
-  const stats = emptyFleetStats(0)
-  const devices: Device[] = []
+  const connectTimeoutMs = opts.connectTimeoutMs ?? D.connectTimeoutMs
+  const attemptTimeoutMs = opts.attemptTimeoutMs ?? D.attemptTimeoutMs
+  const rampUpMs = opts.rampUpMs ?? D.rampUpMs
+  const signal = opts.signal
+  const startMs = clock.now()
 
+  const url = parseBrokerUrl(opts.brokerUrl)
+  const secure = ['mqtts:', 'ssl:', 'tls:'].includes(url.protocol)
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  const target = {
+    transport,
+    host,
+    port: Number(url.port || (secure ? 8883 : 1883)),
+    secure,
+    ...(opts.tls ? { tls: opts.tls } : {}),
+  }
+  const linkSettings = {
+    protocolVersion: opts.mqttVersion ?? 4,
+    keepaliveS: opts.keepaliveS ?? D.keepaliveS,
+    attemptTimeoutMs,
+    status: opts.status ?? false,
+    ...(opts.username !== undefined ? { username: opts.username } : {}),
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
+  }
+
+  const devices: Device[] = []
+  const specs: Array<{ modelName: string; index: number; id: string }> = []
   for (const { model: modelName, count } of opts.devices) {
-    const model = getModel(modelName)
-    const params = opts.modelParams?.[modelName] ?? model.defaults
     for (let index = shard.index; index < count; index += shard.count) {
-      const id = `${modelName}-${String(index + 1).padStart(5, '0')}`
-      let sim: SimDevice
-      try {
-        sim = createDevice(model, modelName, id, index, opts.seed, startMs, params)
-      } catch (err) {
-        if (err instanceof ConfigError) throw err
-        throw new ConfigError('FLEETSIM_BAD_MODEL_PARAM', `model '${modelName}': ${(err as Error).message}`, {
-          cause: err,
-        })
-      }
-      devices.push({
-        ...sim,
-        topic: fill(topicTemplate, modelName, id, index),
-        statusTopic: `fleet/${modelName}/${id}/status`,
-        clientId: fill(clientIdTemplate, modelName, id, index),
-        client: undefined,
-        queue: [],
-        inFlight: 0,
-        everConnected: false,
-        attempts: 0,
-        localAddress: undefined,
-        slot: devices.length,
-        opening: false,
-      })
+      specs.push({ modelName, index, id: `${modelName}-${String(index + 1).padStart(5, '0')}` })
     }
   }
-  stats.devices = devices.length
+  const sources =
+    transport.kind === 'tcp'
+      ? opts.sourceAddresses?.length
+        ? opts.sourceAddresses
+        : autoSourceAddresses(host, specs.length)
+      : []
+  // One stream builder per source address, shared by its devices.
+  const builders = sources.length ? sources.map((a) => streamBuilder(target, a)) : [streamBuilder(target)]
 
-  const url = transport.kind === 'tcp' ? parseBrokerUrl(opts.brokerUrl) : undefined
-  const secure = url ? ['mqtts:', 'ssl:', 'tls:'].includes(url.protocol) : false
-  const host = url?.hostname.replace(/^\[|\]$/g, '') ?? '127.0.0.1'
-  const port = url ? Number(url.port || (secure ? 8883 : 1883)) : 0
-  const sources = opts.sourceAddresses?.length
-    ? opts.sourceAddresses
-    : autoSourceAddresses(host, devices.length)
-  if (transport.kind === 'tcp' && sources.length) {
-    for (let i = 0; i < devices.length; i++) devices[i]!.localAddress = sources[i % sources.length]
+  let connector!: Connector
+  const dialAt = new Float64Array(specs.length)
+  for (const { modelName, index, id } of specs) {
+    const model = getModel(modelName)
+    const params = opts.modelParams?.[modelName] ?? model.defaults
+    let sim: SimDevice
+    try {
+      sim = createDevice(model, modelName, id, index, opts.seed, startMs, params)
+    } catch (err) {
+      if (err instanceof ConfigError) throw err
+      throw new ConfigError('FLEETSIM_BAD_MODEL_PARAM', `model '${modelName}': ${(err as Error).message}`, {
+        cause: err,
+      })
+    }
+    const slot = devices.length
+    const link = new MqttLink(
+      fill(clientIdTemplate, modelName, id, index),
+      `fleet/${modelName}/${id}/status`,
+      linkSettings,
+      builders[slot % builders.length]!,
+      { up: () => connector.connected(slot), down: (cause) => connector.failed(slot, cause) },
+    )
+    devices.push({ ...sim, topic: fill(topicTemplate, modelName, id, index), link })
   }
 
-  // The schedule's randomness is seeded too, so a run's order of sends is reproducible.
-  const schedRng = Rng.fromSeed(opts.seed, `#scheduler/${shard.index}`)
-  const heap = new DueHeap()
-  let stopped = false
-  let produced = 0
-  let timer: NodeJS.Timeout | undefined
+  let phase: Phase = 'connecting'
+  const connectLatency = new LatencyRecorder()
+  const publishOpts = { qos: opts.qos, retain: opts.retain ?? false }
+  const publisher = new Publisher(devices.length, {
+    qos: opts.qos,
+    maxInFlight: opts.maxInFlight ?? D.maxInFlight,
+    maxQueued: opts.maxQueued ?? D.maxQueued,
+    pacing,
+    lateAfterMs: opts.lateAfterMs ?? D.lateAfterMs,
+    replayIntervalMs: 1000 / opts.ratePerSecond / D.replayFactor,
+    produceLimit: countLimit,
+    onLimit: () => finish(),
+    clock,
+    preciseNow,
+    render: (slot, ts) => nextMessage(devices[slot]!, ts),
+    transmit: (slot, payload, done) => {
+      const d = devices[slot]!
+      d.link.publish(d.topic, payload, publishOpts, done)
+    },
+  })
+  // The schedule's and the backoff's randomness are seeded too, so a run is reproducible.
+  const scheduler = new Scheduler(devices.length, {
+    ratePerSecond: opts.ratePerSecond,
+    jitter: opts.jitter ?? D.jitter,
+    pacing,
+    clock,
+    rng: Rng.fromSeed(opts.seed, `#scheduler/${shard.index}`),
+    onSend: (slot, intended, now, coalesced) => publisher.send(slot, intended, now, coalesced),
+  })
+
   let resolveFinished!: () => void
   const finished = new Promise<void>((r) => {
     resolveFinished = r
@@ -304,251 +425,162 @@ async function startLocalFleet(opts: FleetOptions, transport: FleetTransport): P
   const allConnected = new Promise<void>((r) => {
     resolveAllConnected = r
   })
-  let everConnected = 0
+  let resolveFailed!: (e: FleetsimError) => void
+  const failed = new Promise<FleetsimError>((r) => {
+    resolveFailed = r
+  })
   if (devices.length === 0) resolveAllConnected()
+
+  connector = new Connector(devices.length, {
+    concurrency: opts.connectConcurrency ?? D.connectConcurrency,
+    rampUpMs,
+    rampTickMs: D.rampTickMs,
+    dialBatch: D.dialBatch,
+    holdWhile: () => scheduler.behind(D.maxScheduleLagMs),
+    holdTickMs: D.holdTickMs,
+    backoff: opts.reconnect ?? D.reconnect,
+    attemptTimeoutMs,
+    connectTimeoutMs,
+    clock,
+    rng: Rng.fromSeed(opts.seed, `#connector/${shard.index}`),
+    dial: (slot) => {
+      dialAt[slot] = preciseNow()
+      try {
+        devices[slot]!.link.dial()
+      } catch (err) {
+        // A socket that cannot even be opened (bad TLS material, a bad local address) is a failed attempt.
+        queueMicrotask(() => connector.failed(slot, socketCause(err)))
+      }
+    },
+    hangUp: (slot) => devices[slot]!.link.drop(),
+    onConnected: (slot, first) => {
+      connectLatency.recordMs(preciseNow() - dialAt[slot]!)
+      if (first) {
+        // A device's schedule starts at its first connect: before it, it makes nothing.
+        if (phase === 'connecting' || phase === 'publishing') scheduler.start(slot)
+        if (connector.stats().everConnected === devices.length) resolveAllConnected()
+      }
+      publisher.setOnline(slot)
+    },
+    onLost: (slot) => publisher.setOffline(slot),
+    onNoneConnected: (byCause) => {
+      // Also after the connect grace has started the duration: nobody connected is a failure.
+      if (phase !== 'connecting' && phase !== 'publishing') return
+      fail(connectFailure(opts.brokerUrl, byCause, connectTimeoutMs, attemptTimeoutMs))
+    },
+  })
+
   // The duration is publishing time once the fleet is up: it starts when every device has connected,
-  // or at the latest CONNECT_GRACE_MS after the ramp-up (so that an unreachable device cannot hold a run open).
-  let endMs = Number.POSITIVE_INFINITY
-  const startClock = () => {
-    if (opts.durationMs > 0 && endMs === Number.POSITIVE_INFINITY) {
-      endMs = Date.now() + opts.durationMs
-      arm()
-    }
-  }
-  const drained: Array<() => void> = []
-
-  function pump(d: Device): void {
-    const client = d.client
-    if (!client?.connected) return
-    while (d.queue.length > 0 && d.inFlight < maxInFlight) {
-      const payload = d.queue.shift()!
-      stats.queued--
-      d.inFlight++
-      stats.inFlight++
-      const pubOpts: IClientPublishOptions = { qos: opts.qos, retain: opts.retain ?? false }
-      client.publish(d.topic, payload, pubOpts, (err) => {
-        d.inFlight--
-        stats.inFlight--
-        if (err) stats.publishErrors++
-        else stats.published++
-        pump(d)
-        if (stats.inFlight === 0 && stats.queued === 0) for (const f of drained.splice(0)) f()
-      })
-    }
-  }
-
-  function produce(d: Device, now: number): void {
-    if (produced >= countLimit) return
-    const online = d.client?.connected === true
-    // QoS 0 has no delivery promise: a device that is offline skips it rather than queueing it
-    // (MQTT.js would queue QoS 0 without bound; queueQoSZero is off).
-    if ((!online && opts.qos === 0) || d.queue.length >= maxQueued) {
-      stats.skipped++
-      return
-    }
-    d.queue.push(nextMessage(d, now))
-    stats.queued++
-    produced++
-    pump(d)
-    if (produced >= countLimit) finish()
+  // or at the latest connectGraceMs after the ramp-up (so that an unreachable device cannot hold a run open).
+  let graceTimer: TimerHandle | undefined
+  let endTimer: TimerHandle | undefined
+  const startDuration = () => {
+    if (phase !== 'connecting') return
+    phase = 'publishing'
+    clock.clearTimer(graceTimer)
+    if (opts.durationMs > 0) endTimer = clock.setTimer(finish, opts.durationMs)
   }
 
   function finish(): void {
-    stopped = true
-    if (timer) clearTimeout(timer)
-    timer = undefined
+    if (phase !== 'connecting' && phase !== 'publishing') return
+    phase = 'finished'
+    clock.clearTimer(graceTimer)
+    clock.clearTimer(endTimer)
+    scheduler.stop()
+    publisher.stop()
     resolveFinished()
   }
 
-  function run(): void {
-    timer = undefined
-    if (stopped) return
-    const now = Date.now()
-    if (now >= endMs) {
-      finish()
-      return
-    }
-    while (heap.peekDue() <= now && !stopped) {
-      const i = heap.pop()!
-      produce(devices[i]!, now)
-      const shift = (schedRng.next() * 2 - 1) * jitter * periodMs
-      heap.push(Math.max(now + 1, now + periodMs + shift), i)
-    }
-    arm()
+  function fail(err: FleetsimError): void {
+    phase = 'failed'
+    clock.clearTimer(graceTimer)
+    clock.clearTimer(endTimer)
+    scheduler.stop()
+    publisher.close()
+    connector.close()
+    for (const d of devices) d.link.drop()
+    resolveFailed(err)
   }
 
-  function arm(): void {
-    if (stopped) return
-    const due = Math.min(heap.peekDue(), endMs)
-    if (due === Number.POSITIVE_INFINITY) return
-    if (timer) clearTimeout(timer)
-    // setTimeout's ceiling is 2^31-1 ms; a longer wait just wakes up and re-arms.
-    timer = setTimeout(run, Math.min(2 ** 31 - 1, Math.max(0, due - Date.now())))
-  }
-
-  function backoffMs(attempt: number): number {
-    const d = Math.min(backoff.maxMs, backoff.baseMs * backoff.factor ** Math.max(0, attempt - 1))
-    return Math.round(d * (0.5 + schedRng.next() * 0.5))
-  }
-
-  function streamFor(d: Device): () => Duplex {
-    if (transport.kind === 'memory') {
-      return () => {
-        const [clientEnd, brokerEnd] = duplexPair()
-        transport.handle(brokerEnd)
-        return clientEnd
-      }
-    }
-    return () => {
-      let socket: Socket
-      if (secure) {
-        socket = tlsConnect({
-          host,
-          port,
-          servername: /^[\d.:]+$/.test(host) ? undefined : host,
-          ...(d.localAddress ? { localAddress: d.localAddress } : {}),
-          ca: opts.tls?.ca,
-          cert: opts.tls?.cert,
-          key: opts.tls?.key,
-          rejectUnauthorized: opts.tls?.rejectUnauthorized ?? true,
-        })
-      } else {
-        socket = netConnect({ host, port, ...(d.localAddress ? { localAddress: d.localAddress } : {}) })
-      }
-      // Nagle's algorithm holds small packets up to ~40 ms at low rates; device publishes are small.
-      socket.setNoDelay(true)
-      return socket
-    }
-  }
-
-  function open(d: Device): void {
-    const options: IClientOptions = {
-      clientId: d.clientId,
-      protocolVersion: opts.mqttVersion ?? 4,
-      clean: true,
-      keepalive: opts.keepaliveS ?? 60,
-      connectTimeout: 30_000,
-      // MQTT.js retries at a fixed period; we set the period per attempt (exponential backoff with
-      // jitter) from the 'close' handler below, so a broker restart is not met by a reconnect storm.
-      reconnectPeriod: backoffMs(1),
-      // MQTT.js queues QoS 0 without bound while offline; a simulator drops them instead.
-      queueQoSZero: false,
-      ...(opts.username !== undefined ? { username: opts.username } : {}),
-      ...(opts.password !== undefined ? { password: opts.password } : {}),
-      ...(opts.status
-        ? { will: { topic: d.statusTopic, payload: Buffer.from('offline'), qos: 1 as const, retain: true } }
-        : {}),
-    }
-    const client = new MqttClient(streamFor(d), options)
-    d.client = client
-    client.prependListener('close', () => {
-      connectDone(d)
-      if (stopping) return
-      d.attempts++
-      // biome-ignore lint/suspicious/noExplicitAny: MQTT.js keeps its reconnect timer private; we replace its fixed period.
-      ;(client as any)._clearReconnect()
-      client.options.reconnectPeriod = backoffMs(d.attempts)
-    })
-    client.on('connect', () => {
-      connectDone(d)
-      d.attempts = 0
-      if (!d.everConnected) {
-        d.everConnected = true
-        everConnected++
-        // The first send of each device falls at a random point of its period, so devices spread out.
-        heap.push(Date.now() + Math.floor(schedRng.next() * periodMs), d.slot)
-        arm()
-        if (everConnected === devices.length) resolveAllConnected()
-      } else {
-        stats.reconnects++
-      }
-      if (opts.status) client.publish(d.statusTopic, 'online', { qos: 1, retain: true })
-      pump(d)
-    })
-    // Connection errors are retried with backoff; MQTT.js emits them as events, which must be handled.
-    client.on('error', () => {})
-  }
-
-  // Connect with bounded concurrency and, with a ramp-up, at an even rate. A connect that completes
-  // (or fails) frees its slot at once; the timer only paces the ramp.
-  const concurrency = opts.connectConcurrency ?? 100
-  const rampMs = opts.rampUpMs ?? 0
-  const connectStart = Date.now()
-  let next = 0
-  let opening = 0
-  let connectTimer: NodeJS.Timeout | undefined
-  let kicked = false
-  function openMore(): void {
-    kicked = false
-    if (stopping) return
-    const allowed =
-      rampMs > 0 ? Math.ceil(((Date.now() - connectStart) / rampMs) * devices.length) : devices.length
-    while (next < devices.length && next < allowed && opening < concurrency) {
-      const d = devices[next++]!
-      opening++
-      d.opening = true
-      open(d)
-    }
-    if (next < devices.length && next >= allowed && !connectTimer) {
-      connectTimer = setTimeout(() => {
-        connectTimer = undefined
-        openMore()
-      }, 10)
-    }
-  }
-  function connectDone(d: Device): void {
-    if (!d.opening) return
-    d.opening = false
-    opening--
-    if (!kicked && next < devices.length) {
-      kicked = true
-      setImmediate(openMore)
-    }
-  }
   let stopping: Promise<void> | undefined
-  openMore()
-  void allConnected.then(startClock)
-  const graceTimer = setTimeout(startClock, (opts.rampUpMs ?? 0) + CONNECT_GRACE_MS)
-  graceTimer.unref()
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      finish()
+      if (phase === 'failed') return
+      phase = 'stopping'
+      // Wait for acknowledgements: up to drainTimeoutMs, or abortDrainMs once the signal aborts.
+      const drain = new AbortController()
+      await Promise.race([
+        publisher.whenIdle(),
+        sleep(opts.drainTimeoutMs ?? D.drainTimeoutMs, { clock, signal: drain.signal }).catch(() => {}),
+        whenAborted(signal).then(() =>
+          sleep(D.abortDrainMs, { clock, signal: drain.signal }).catch(() => {}),
+        ),
+      ])
+      drain.abort()
+      connector.close()
+      publisher.close()
+      const closing = Promise.all(
+        devices.map((d, slot) => d.link.close(publisher.inFlightOf(slot) > 0)),
+      ).then(() => true)
+      if (!(await withDeadline(closing, D.closeTimeoutMs, clock))) {
+        for (const d of devices) d.link.forceClose()
+      }
+      phase = 'stopped'
+    })()
+    return stopping
+  }
+
+  signal?.addEventListener('abort', () => void stop(), { once: true })
+  void allConnected.then(startDuration)
+  graceTimer = clock.setTimer(startDuration, rampUpMs + D.connectGraceMs, { unref: true })
+  if (signal?.aborted) void stop()
+  else connector.start()
+
   // Without a ramp-up, startFleet resolves once every device has connected, as callers expect;
   // with one, it resolves at once and `allConnected` tells when the ramp is done.
-  if (opts.waitForConnections ?? rampMs === 0) await allConnected
+  if (opts.waitForConnections ?? rampUpMs === 0) {
+    const err = await Promise.race([
+      allConnected.then(() => undefined),
+      finished.then(() => undefined),
+      failed,
+    ])
+    if (err) throw err
+  }
 
   return {
     sent: () => new Map(devices.map((d) => [d.id, d.seq])),
     stats: () => {
-      let connected = 0
-      for (const d of devices) if (d.client?.connected) connected++
-      return { ...stats, connected }
+      const c = connector.stats()
+      const p = publisher.stats()
+      let connectErrors = 0
+      for (const v of Object.values(c.errorsByCause)) connectErrors += v
+      return {
+        devices: devices.length,
+        connected: c.connected,
+        everConnected: c.everConnected,
+        published: p.published,
+        publishErrors: p.publishErrors,
+        inFlight: p.inFlight,
+        queued: p.queued,
+        offered: p.offered,
+        produced: p.produced,
+        deferred: p.deferred,
+        late: p.late,
+        skipped: p.skipped,
+        reconnects: c.reconnects,
+        connectAttempts: c.attempts,
+        connectErrors,
+        errorsByCause: c.errorsByCause,
+        connectLatency: connectLatency.snapshot(),
+        pubackLatency: p.pubackLatency,
+        workers: 0,
+      }
     },
     finished,
     allConnected,
-    stop() {
-      stopping ??= (async () => {
-        if (connectTimer) clearTimeout(connectTimer)
-        clearTimeout(graceTimer)
-        finish()
-        if (stats.inFlight > 0 || stats.queued > 0) {
-          await Promise.race([
-            new Promise<void>((r) => drained.push(r)),
-            new Promise<void>((r) => setTimeout(r, opts.drainTimeoutMs ?? 30_000).unref()),
-          ])
-        }
-        await Promise.all(
-          devices.map(async (d) => {
-            const c = d.client
-            if (!c) return
-            if (opts.status && c.connected) {
-              await c.publishAsync(d.statusTopic, 'offline', { qos: 1, retain: true }).catch(() => {})
-            }
-            // Stop MQTT.js from reconnecting, then close; force when the broker is gone.
-            c.options.reconnectPeriod = 0
-            await (c.connected ? c.endAsync() : c.endAsync(true))
-          }),
-        )
-      })()
-      return stopping
-    },
+    failed,
+    stop,
   }
 }
 
@@ -568,12 +600,22 @@ export function emptyFleetStats(devices: number): FleetStats {
   return {
     devices,
     connected: 0,
+    everConnected: 0,
     published: 0,
     publishErrors: 0,
     inFlight: 0,
     queued: 0,
+    offered: 0,
+    produced: 0,
+    deferred: 0,
+    late: 0,
     skipped: 0,
     reconnects: 0,
+    connectAttempts: 0,
+    connectErrors: 0,
+    errorsByCause: {},
+    connectLatency: emptyLatency(),
+    pubackLatency: emptyLatency(),
     workers: 0,
   }
 }

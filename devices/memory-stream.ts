@@ -7,6 +7,7 @@ import { Duplex } from 'node:stream'
 class Half extends Duplex {
   peer!: Half
   private waiting: (() => void) | undefined
+  private inTransit: { chunks: Array<{ chunk: Buffer }>; cb: (err?: Error | null) => void } | undefined
 
   constructor() {
     // allowHalfOpen false: when the peer ends, this end ends too, as a TCP socket does by default.
@@ -14,12 +15,33 @@ class Half extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this._writev([{ chunk }], cb)
+  }
+
+  /**
+   * Delivers on the next turn of the event loop, as a socket does (its data arrives in the poll
+   * phase), with whatever was written meanwhile in one go. Delivering synchronously would let a
+   * client and a broker in one process answer each other in an endless chain of nextTicks that
+   * never yields to timers: 1,000 devices connecting at once would stall every schedule for seconds.
+   */
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    this.inTransit = { chunks, cb }
+    setImmediate(() => this.deliver())
+  }
+
+  /** Hands what is in transit to the peer (once). */
+  private deliver(): void {
+    const t = this.inTransit
+    if (!t) return
+    this.inTransit = undefined
     if (this.peer.destroyed) {
-      cb(new Error('in-memory stream: peer closed'))
+      t.cb(new Error('in-memory stream: peer closed'))
       return
     }
-    if (this.peer.push(chunk)) cb()
-    else this.peer.waiting = cb
+    let room = true
+    for (const { chunk } of t.chunks) room = this.peer.push(chunk)
+    if (room) t.cb()
+    else this.peer.waiting = t.cb
   }
 
   override _read(): void {
@@ -34,10 +56,19 @@ class Half extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    // As a socket: bytes already written still reach the peer (a broker writes a refusing CONNACK
+    // and closes at once), then the peer sees the end and closes.
+    this.deliver()
     const w = this.peer.waiting
     this.peer.waiting = undefined
     w?.()
-    if (!this.peer.destroyed) this.peer.destroy()
+    const peer = this.peer
+    if (!peer.destroyed) {
+      peer.push(null)
+      setImmediate(() => {
+        if (!peer.destroyed) peer.destroy()
+      })
+    }
     cb(err)
   }
 }

@@ -1,3 +1,7 @@
+import type { Clock, TimerHandle } from '../src/runtime/clock.ts'
+import type { Pacing } from './defaults.ts'
+import type { Rng } from './rng.ts'
+
 /**
  * One timer for the whole fleet: a binary min-heap of (dueMs, id). The runner sleeps until the
  * earliest due time, pops every due entry, and pushes each back with its next due time.
@@ -58,5 +62,173 @@ export class DueHeap {
       ids[i] = lastId
     }
     return top
+  }
+}
+
+/**
+ * A DueHeap driven by one timer on an injected clock: `add(dueMs, id)`, and `onDue(id, dueMs, nowMs)`
+ * is called for each entry once its time has come, earliest first. Entries are never removed; a
+ * caller that changed its mind checks its own state when the entry comes due (lazy cancellation).
+ * Invariant: an entry added from inside `onDue` is due later than the one being handled, so a
+ * wake-up always ends.
+ *
+ * @example const t = new Timeline(systemClock, (id) => console.log(id)); t.add(Date.now() + 100, 7)
+ */
+export class Timeline {
+  private readonly heap = new DueHeap()
+  private timer: TimerHandle | undefined
+  private armedFor = Number.POSITIVE_INFINITY
+  private closed = false
+  private firing = false
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly onDue: (id: number, dueMs: number, nowMs: number) => void,
+  ) {}
+
+  get size(): number {
+    return this.heap.size
+  }
+
+  add(dueMs: number, id: number): void {
+    if (this.closed) return
+    this.heap.push(dueMs, id)
+    if (!this.firing && dueMs < this.armedFor) this.arm()
+  }
+
+  /** Clears the timer; later add() calls do nothing. */
+  close(): void {
+    this.closed = true
+    this.clock.clearTimer(this.timer)
+    this.timer = undefined
+  }
+
+  private arm(): void {
+    const due = this.heap.peekDue()
+    if (this.closed || due === this.armedFor) return
+    this.clock.clearTimer(this.timer)
+    this.timer = undefined
+    this.armedFor = due
+    if (due === Number.POSITIVE_INFINITY) return
+    this.timer = this.clock.setTimer(this.fire, due - this.clock.now())
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined
+    this.armedFor = Number.POSITIVE_INFINITY
+    const now = this.clock.now()
+    this.firing = true
+    try {
+      while (!this.closed && this.heap.peekDue() <= now) {
+        const due = this.heap.peekDue()
+        const id = this.heap.pop()!
+        this.onDue(id, due, now)
+      }
+    } finally {
+      this.firing = false
+    }
+    this.arm()
+  }
+}
+
+export interface SchedulerOptions {
+  /** Intended sends per device per second. */
+  ratePerSecond: number
+  /** Fraction of the period by which each intended send moves at random (see FLEET_DEFAULTS.jitter). */
+  jitter: number
+  /**
+   * closed: a device's intended sends that are already past when it is served coalesce into one
+   * (the rest count as deferred); open: every intended send is handed over, late or not.
+   */
+  pacing: Pacing
+  clock: Clock
+  /** The schedule's randomness (phases and jitter), seeded so a run's order of sends is reproducible. */
+  rng: Rng
+  /**
+   * One intended send of device `slot` at `intendedMs`, served at `nowMs`. `coalesced` counts the
+   * earlier intended sends of the same device folded into this one (closed pacing only).
+   */
+  onSend(slot: number, intendedMs: number, nowMs: number, coalesced: number): void
+}
+
+/**
+ * The fleet's send schedule on one timer: device k's n-th intended send is at
+ * `start + n·period + shift(n)`, with `start` a random point of its first period after it
+ * connected and `shift` uniform in ±jitter·period. The grid does not drift with event-loop lag
+ * (the next intended time follows the previous intended time, not the time it was served).
+ *
+ * @example const s = new Scheduler(3, { ratePerSecond: 1, jitter: 0.1, pacing: 'closed', clock, rng, onSend }); s.start(0)
+ */
+export class Scheduler {
+  private readonly periodMs: number
+  private readonly startMs: Float64Array
+  private readonly sends: Float64Array
+  private readonly started: Uint8Array
+  private readonly timeline: Timeline
+  /** How late the latest intended send was served, and when (see behind()). */
+  private lag = { ms: 0, at: Number.NEGATIVE_INFINITY }
+
+  constructor(
+    devices: number,
+    private readonly opts: SchedulerOptions,
+  ) {
+    this.periodMs = 1000 / opts.ratePerSecond
+    this.startMs = new Float64Array(devices)
+    this.sends = new Float64Array(devices)
+    this.started = new Uint8Array(devices)
+    this.timeline = new Timeline(opts.clock, (slot, due, now) => this.due(slot, due, now))
+  }
+
+  /** Starts device `slot`'s schedule (at its first connect); later calls do nothing. */
+  start(slot: number): void {
+    if (this.started[slot]) return
+    this.started[slot] = 1
+    const first = this.opts.clock.now() + Math.floor(this.opts.rng.next() * this.periodMs)
+    this.startMs[slot] = first
+    this.timeline.add(first, slot)
+  }
+
+  isStarted(slot: number): boolean {
+    return this.started[slot] === 1
+  }
+
+  stop(): void {
+    this.timeline.close()
+  }
+
+  /**
+   * Whether the schedule is being served more than `limitMs` late (measured within the last
+   * second): the event loop is too busy, e.g. with connects, to keep connected devices on time.
+   */
+  behind(limitMs: number): boolean {
+    return this.lag.ms > limitMs && this.opts.clock.now() - this.lag.at < 1000
+  }
+
+  private intended(slot: number, n: number): number {
+    if (n === 0) return this.startMs[slot]!
+    const shift = (this.opts.rng.next() * 2 - 1) * this.opts.jitter * this.periodMs
+    return this.startMs[slot]! + n * this.periodMs + shift
+  }
+
+  private due(slot: number, dueMs: number, nowMs: number): void {
+    this.lag.ms = nowMs - dueMs
+    this.lag.at = nowMs
+    let intended = dueMs
+    let n = this.sends[slot]! + 1
+    let next = this.intended(slot, n)
+    let coalesced = 0
+    if (this.opts.pacing === 'closed') {
+      // Served late (a busy loop, a stalled process): one send now stands for every intended send
+      // already past, rather than a burst of them.
+      while (next <= nowMs) {
+        coalesced++
+        intended = next
+        n++
+        next = this.intended(slot, n)
+      }
+    }
+    this.sends[slot] = n
+    this.timeline.add(Math.max(next, dueMs + 1), slot)
+    this.opts.onSend(slot, intended, nowMs, coalesced)
   }
 }

@@ -1,40 +1,67 @@
 /**
- * Entry of a devices worker process (forked by devices/workers.ts): runs one slice of a TCP fleet
- * and reports to its parent over IPC. It exits on its own once the fleet is stopped and the IPC
- * channel is closed (no process.exit: every socket is closed by then).
+ * Entry of a devices worker (started by devices/workers.ts as a child process or a worker thread):
+ * runs one shard of a fleet and reports to its parent. It ends on its own once the fleet is stopped
+ * and the channel is closed (no process.exit: every socket is closed by then).
  */
+import { isMainThread, parentPort } from 'node:worker_threads'
 import type { FleetsimError } from '../src/errors.ts'
-import { type Fleet, type FleetOptions, startFleet } from './fleet.ts'
-import type { WorkerMessage } from './workers.ts'
+import { type Fleet, startFleet } from './fleet.ts'
+import type { ParentMessage, WorkerMessage } from './workers.ts'
 
-const send = (m: WorkerMessage) => {
-  if (process.connected) process.send!(m)
-}
+/** How often a worker sends its stats snapshot to its parent. */
+const STATS_EVERY_MS = 250
+
+const port = isMainThread
+  ? {
+      send: (m: WorkerMessage) => {
+        if (process.connected) process.send!(m)
+      },
+      on: (f: (m: ParentMessage) => void) => process.on('message', f),
+      onGone: (f: () => void) => process.on('disconnect', f),
+      close: () => process.disconnect(),
+    }
+  : {
+      send: (m: WorkerMessage) => parentPort!.postMessage(m),
+      on: (f: (m: ParentMessage) => void) => parentPort!.on('message', f),
+      onGone: (f: () => void) => parentPort!.on('close', f),
+      close: () => parentPort!.close(),
+    }
+
 let fleet: Fleet | undefined
 let timer: NodeJS.Timeout | undefined
+const abort = new AbortController()
 
-process.on('message', async (m: { type: 'start'; opts: FleetOptions } | { type: 'stop' }) => {
+port.on(async (m) => {
   if (m.type === 'start') {
     try {
-      fleet = await startFleet({ ...m.opts, waitForConnections: false })
+      fleet = await startFleet({ ...m.opts, waitForConnections: false, signal: abort.signal })
     } catch (err) {
-      send({ type: 'error', message: (err as Error).message, code: (err as FleetsimError).code })
-      process.disconnect()
+      port.send({ type: 'error', message: (err as Error).message, code: (err as FleetsimError).code })
+      port.close()
       return
     }
-    send({ type: 'started' })
-    fleet.allConnected.then(() => send({ type: 'allConnected' }))
-    fleet.finished.then(() => send({ type: 'finished' }))
-    timer = setInterval(() => send({ type: 'stats', stats: fleet!.stats() }), 250)
+    port.send({ type: 'started' })
+    void fleet.allConnected.then(() => port.send({ type: 'allConnected' }))
+    void fleet.finished.then(() => port.send({ type: 'finished' }))
+    void fleet.failed.then((e) =>
+      port.send({ type: 'failed', message: e.message, code: e.code, stats: fleet!.stats() }),
+    )
+    timer = setInterval(() => port.send({ type: 'stats', stats: fleet!.stats() }), STATS_EVERY_MS)
+  } else if (m.type === 'stats?') {
+    if (fleet) port.send({ type: 'stats', stats: fleet.stats() })
+  } else if (m.type === 'abort') {
+    abort.abort()
   } else if (m.type === 'stop') {
     if (timer) clearInterval(timer)
-    await fleet?.stop()
-    send({ type: 'done', stats: fleet?.stats() ?? ({} as never), sent: [...(fleet?.sent() ?? [])] })
-    process.disconnect()
+    if (fleet) {
+      await fleet.stop()
+      port.send({ type: 'done', stats: fleet.stats(), sent: [...fleet.sent()] })
+    }
+    port.close()
   }
 })
 // The parent went away: stop cleanly rather than linger.
-process.on('disconnect', () => {
+port.onGone(() => {
   if (timer) clearInterval(timer)
-  void fleet?.stop()
+  abort.abort()
 })

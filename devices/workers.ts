@@ -1,122 +1,288 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { FleetsimError } from '../src/errors.ts'
-import type { Fleet, FleetOptions, FleetStats } from './fleet.ts'
+import { type Clock, systemClock, whenAborted, withDeadline } from '../src/runtime/clock.ts'
+import { connectFailure } from './causes.ts'
+import { FLEET_DEFAULTS } from './defaults.ts'
+import type { Fleet, FleetOptions, FleetStats, WorkerKind } from './fleet.ts'
 import { emptyFleetStats, localDeviceCount } from './fleet.ts'
+import { type LatencySnapshot, mergeLatency } from './latency.ts'
 
-/** Messages between the parent and a devices worker process (devices/worker.ts), over IPC. */
+/** Messages from a devices worker (devices/worker.ts) to its parent. */
 export type WorkerMessage =
   | { type: 'started' }
   | { type: 'allConnected' }
   | { type: 'finished' }
+  | { type: 'failed'; message: string; code: string; stats: FleetStats }
   | { type: 'stats'; stats: FleetStats }
   | { type: 'done'; stats: FleetStats; sent: Array<[string, number]> }
   | { type: 'error'; message: string; code?: string }
 
-const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url))
+/** Messages from the parent to a devices worker. */
+export type ParentMessage =
+  | { type: 'start'; opts: FleetOptions }
+  | { type: 'stats?' }
+  | { type: 'abort' }
+  | { type: 'stop' }
+
+const WORKER_ENTRY = new URL('./worker.ts', import.meta.url)
+/** A thread needs tsx registered before it can load worker.ts (see worker-thread.js). */
+const THREAD_ENTRY = new URL('./worker-thread.js', import.meta.url)
+
+/** One worker, process or thread, behind the same small interface. */
+interface Channel {
+  send(m: ParentMessage): void
+  onMessage(f: (m: WorkerMessage) => void): void
+  onExit(f: (code: number | null) => void): void
+  kill(): void
+  readonly exited: Promise<void>
+}
+
+function forkProcess(): Channel {
+  const proc: ChildProcess = fork(fileURLToPath(WORKER_ENTRY), [], {
+    execArgv: ['--import', 'tsx'],
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
+  return {
+    send: (m) => {
+      if (proc.connected) proc.send(m)
+    },
+    onMessage: (f) => proc.on('message', f),
+    onExit: (f) => proc.once('exit', f),
+    kill: () => proc.kill(),
+    exited,
+  }
+}
+
+function spawnThread(): Channel {
+  const worker = new Worker(THREAD_ENTRY, { workerData: { entry: WORKER_ENTRY.href } })
+  let alive = true
+  const exited = new Promise<void>((r) =>
+    worker.once('exit', () => {
+      alive = false
+      r()
+    }),
+  )
+  // An uncaught error in the thread ends it; 'exit' follows and reports it.
+  worker.on('error', () => {})
+  return {
+    send: (m) => {
+      if (alive) worker.postMessage(m)
+    },
+    onMessage: (f) => worker.on('message', f),
+    onExit: (f) => worker.once('exit', f),
+    kill: () => void worker.terminate(),
+    exited,
+  }
+}
+
+interface Child {
+  channel: Channel
+  stats: FleetStats
+  sent: Map<string, number>
+  done: Promise<void>
+  connected: Promise<void>
+  /** Its fleet finished, or failed (no device of its shard connected in time). */
+  ended: Promise<void>
+  failed: boolean
+}
 
 /**
- * Spreads a TCP fleet over `n` child processes, because file descriptors are per process: each child
- * runs shard `index + k·count` of `n·count` of the fleet, so the slices stay disjoint, keep their
- * device ids and compose with the user's `--shard`. Each child keeps the fd limit it inherits.
- * Stats arrive from the children every 250 ms; `sent()` is filled when stop() has finished.
+ * Spreads a TCP fleet over `n` workers, child processes (file descriptors are per process, so
+ * processes raise the socket limit) or worker threads (more cores, one fd limit). Worker k runs
+ * shard `index + k·count` of `n·count` of the fleet, so the slices stay disjoint, keep their device
+ * ids and compose with the user's `--shard`. Stats arrive every 250 ms and merge exactly (counts
+ * and causes add up, latency histograms are added); the connect deadline is the parent's, over
+ * the merged fleet; `sent()` is filled once stop() has finished.
  */
-export async function startProcessFleet(opts: FleetOptions, n: number): Promise<Fleet> {
+export async function startWorkerFleet(opts: FleetOptions, n: number, kind: WorkerKind): Promise<Fleet> {
+  const clock: Clock = opts.clock ?? systemClock
+  const signal = opts.signal
   const shard = opts.shard ?? { index: 0, count: 1 }
   const total = localDeviceCount(opts)
-  const children: Array<{
-    proc: ChildProcess
-    stats: FleetStats
-    sent: Map<string, number>
-    done: Promise<void>
-  }> = []
+  const connectTimeoutMs = opts.connectTimeoutMs ?? FLEET_DEFAULTS.connectTimeoutMs
+  const children: Child[] = []
+  // Each worker applies the connect deadline to its shard; the fleet fails once every worker has
+  // (no device anywhere connected), with the causes of all of them.
+  let ready = false
+  const onChildFailed = () => {
+    if (!ready || isFailed || !children.every((c) => c.failed)) return
+    isFailed = true
+    resolveFailed(
+      connectFailure(
+        opts.brokerUrl,
+        stats().errorsByCause,
+        connectTimeoutMs,
+        opts.attemptTimeoutMs ?? FLEET_DEFAULTS.attemptTimeoutMs,
+      ),
+    )
+    void stop()
+  }
   const started: Array<Promise<void>> = []
-  const finished: Array<Promise<void>> = []
-  const connected: Array<Promise<void>> = []
+  let resolveFailed!: (e: FleetsimError) => void
+  const failed = new Promise<FleetsimError>((r) => {
+    resolveFailed = r
+  })
+  let isFailed = false
   for (let k = 0; k < n; k++) {
     const childShard = { index: shard.index + k * shard.count, count: n * shard.count }
-    const childOpts: FleetOptions = { ...opts, shard: childShard, workers: 1, transport: { kind: 'tcp' } }
+    const { signal: _s, clock: _c, ...plain } = opts
+    const childOpts: FleetOptions = { ...plain, shard: childShard, workers: 1, transport: { kind: 'tcp' } }
     const devices = localDeviceCount(childOpts)
     if (opts.count) childOpts.count = Math.round((opts.count * devices) / total)
-    const proc = fork(WORKER_ENTRY, [], {
-      execArgv: ['--import', 'tsx'],
-      serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    })
-    const child = {
-      proc,
-      stats: emptyFleetStats(devices),
-      sent: new Map<string, number>(),
-      done: Promise.resolve(),
-    }
+    const channel = kind === 'thread' ? spawnThread() : forkProcess()
     let onStarted!: () => void
-    let onFailed!: (e: Error) => void
+    let onStartFailed!: (e: Error) => void
     let onFinished!: () => void
     let onConnected!: () => void
     let onDone!: () => void
     started.push(
       new Promise<void>((res, rej) => {
         onStarted = res
-        onFailed = rej
+        onStartFailed = rej
       }),
     )
-    finished.push(new Promise<void>((r) => (onFinished = r)))
-    connected.push(new Promise<void>((r) => (onConnected = r)))
-    child.done = new Promise<void>((r) => (onDone = r))
-    proc.on('message', (m: WorkerMessage) => {
+    const child: Child = {
+      channel,
+      stats: emptyFleetStats(devices),
+      sent: new Map(),
+      done: new Promise<void>((r) => (onDone = r)),
+      connected: new Promise<void>((r) => (onConnected = r)),
+      ended: new Promise<void>((r) => (onFinished = r)),
+      failed: false,
+    }
+    channel.onMessage((m) => {
       if (m.type === 'started') onStarted()
       else if (m.type === 'allConnected') onConnected()
       else if (m.type === 'finished') onFinished()
       else if (m.type === 'stats') child.stats = m.stats
-      else if (m.type === 'done') {
+      else if (m.type === 'failed') {
+        child.stats = m.stats
+        child.failed = true
+        onFinished()
+        onChildFailed()
+      } else if (m.type === 'done') {
         child.stats = m.stats
         child.sent = new Map(m.sent)
         onDone()
-      } else if (m.type === 'error') onFailed(new FleetsimError(m.code ?? 'FLEETSIM_WORKER', m.message))
+      } else if (m.type === 'error') onStartFailed(new FleetsimError(m.code ?? 'FLEETSIM_WORKER', m.message))
     })
-    proc.on('exit', (code) => {
-      onFailed(new FleetsimError('FLEETSIM_WORKER', `devices worker ${k + 1}/${n} exited with code ${code}`))
+    channel.onExit((code) => {
+      onStartFailed(
+        new FleetsimError(
+          'FLEETSIM_WORKER',
+          `devices worker ${k + 1}/${n} (${kind}) exited with code ${code}`,
+        ),
+      )
       onFinished()
       onConnected()
       onDone()
     })
-    proc.send({ type: 'start', opts: childOpts })
+    channel.send({ type: 'start', opts: childOpts })
     children.push(child)
   }
   try {
     await Promise.all(started)
   } catch (err) {
-    for (const c of children) c.proc.kill()
+    for (const c of children) c.channel.kill()
     throw err
   }
+
+  const merged = new StatsMerger()
+  const stats = () => {
+    const s = merged.merge(children.map((c) => c.stats))
+    s.workers = children.length
+    return s
+  }
+  // A failed fleet's `finished` stays pending, as a local fleet's.
+  const finished = Promise.all(children.map((c) => c.ended)).then(() =>
+    isFailed ? new Promise<void>(() => {}) : undefined,
+  )
+  const allConnected = Promise.all(children.map((c) => c.connected)).then(() => {})
+
   let stopping: Promise<void> | undefined
-  return {
-    stats() {
-      const s = emptyFleetStats(0)
-      for (const c of children) {
-        for (const k of Object.keys(s) as Array<keyof FleetStats>) s[k] += c.stats[k]
-      }
-      s.workers = children.length
-      return s
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (signal?.aborted) for (const c of children) c.channel.send({ type: 'abort' })
+      for (const c of children) c.channel.send({ type: 'stop' })
+      await Promise.all(children.map((c) => c.done))
+      // A worker that does not end on its own within the close deadline is ended.
+      const exited = await withDeadline(
+        Promise.all(children.map((c) => c.channel.exited)).then(() => true),
+        FLEET_DEFAULTS.closeTimeoutMs,
+        clock,
+      )
+      if (!exited) for (const c of children) c.channel.kill()
+    })()
+    return stopping
+  }
+  ready = true
+  onChildFailed()
+  signal?.addEventListener(
+    'abort',
+    () => {
+      for (const c of children) c.channel.send({ type: 'abort' })
+      void stop()
     },
+    { once: true },
+  )
+  if (signal?.aborted) void stop()
+
+  if (opts.waitForConnections ?? (opts.rampUpMs ?? 0) === 0) {
+    const err = await Promise.race([
+      allConnected.then(() => undefined),
+      whenAborted(signal).then(() => undefined),
+      failed,
+    ])
+    if (err) throw err
+  }
+
+  return {
+    stats,
     sent() {
       const all = new Map<string, number>()
       for (const c of children) for (const [id, seq] of c.sent) all.set(id, seq)
       return all
     },
-    finished: Promise.all(finished).then(() => {}),
-    allConnected: Promise.all(connected).then(() => {}),
-    stop() {
-      stopping ??= (async () => {
-        for (const c of children) if (c.proc.connected) c.proc.send({ type: 'stop' })
-        await Promise.all(children.map((c) => c.done))
-        await Promise.all(
-          children.map((c) =>
-            c.proc.exitCode !== null ? undefined : new Promise<void>((r) => c.proc.once('exit', () => r())),
-          ),
-        )
-      })()
-      return stopping
-    },
+    finished,
+    allConnected,
+    failed,
+    stop,
+  }
+}
+
+/**
+ * Adds fleet stats snapshots: counts and causes are summed, latency histograms are added (exact
+ * percentiles of the whole fleet). The histogram merge is cached while its inputs do not change.
+ *
+ * @example new StatsMerger().merge([a.stats(), b.stats()]).pubackLatency.p99Ms
+ */
+export class StatsMerger {
+  private lastInputs: LatencySnapshot[][] = [[], []]
+  private lastOut: [LatencySnapshot, LatencySnapshot] | undefined
+
+  merge(list: readonly FleetStats[]): FleetStats {
+    const s = emptyFleetStats(0)
+    const counts = s as unknown as Record<string, number>
+    for (const c of list) {
+      for (const [k, v] of Object.entries(c)) if (typeof v === 'number') counts[k] = (counts[k] ?? 0) + v
+      for (const [cause, v] of Object.entries(c.errorsByCause)) {
+        s.errorsByCause[cause] = (s.errorsByCause[cause] ?? 0) + v
+      }
+    }
+    const connect = list.map((c) => c.connectLatency)
+    const puback = list.map((c) => c.pubackLatency)
+    const same = (a: LatencySnapshot[], b: LatencySnapshot[]) =>
+      a.length === b.length && a.every((x, i) => x.hdr === b[i]!.hdr)
+    if (!this.lastOut || !same(connect, this.lastInputs[0]!) || !same(puback, this.lastInputs[1]!)) {
+      this.lastOut = [mergeLatency(connect), mergeLatency(puback)]
+      this.lastInputs = [connect, puback]
+    }
+    s.connectLatency = this.lastOut[0]
+    s.pubackLatency = this.lastOut[1]
+    return s
   }
 }

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -7,6 +7,7 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { tempDir } from './helpers.ts'
 
 export const MOSQUITTO = '/usr/sbin/mosquitto'
+export const MOSQUITTO_PASSWD = '/usr/bin/mosquitto_passwd'
 export const hasMosquitto = existsSync(MOSQUITTO)
 
 /** A free TCP port on 127.0.0.1, found at run time. */
@@ -33,16 +34,27 @@ export interface Mosquitto {
  * persistence in a temp dir. `shell` lets a caller raise the fd limit first (`ulimit -n …`).
  */
 export async function startMosquitto(
-  opts: { extraConfig?: string[]; ulimit?: number; tls?: mqtt.IClientOptions } = {},
+  opts: {
+    extraConfig?: string[]
+    ulimit?: number
+    tls?: mqtt.IClientOptions
+    /** Require this login: a password_file written with mosquitto_passwd, no anonymous clients. */
+    auth?: { username: string; password: string }
+  } = {},
 ): Promise<Mosquitto> {
   const dir = await tempDir('fleetsim-mosq-')
   const port = await freePort()
   const conf = join(dir, 'mosquitto.conf')
+  if (opts.auth) {
+    execFileSync(MOSQUITTO_PASSWD, ['-c', '-b', join(dir, 'passwd'), opts.auth.username, opts.auth.password])
+  }
   await writeFile(
     conf,
     [
       `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
+      ...(opts.auth
+        ? ['allow_anonymous false', `password_file ${join(dir, 'passwd')}`]
+        : ['allow_anonymous true']),
       'persistence true',
       `persistence_location ${dir}/`,
       'max_queued_messages 0',
@@ -71,7 +83,12 @@ export async function startMosquitto(
       for (;;) {
         if (proc.exitCode !== null) throw new Error(`mosquitto exited: ${stderr}`)
         const ok = await new Promise<boolean>((r) => {
-          const c = mqtt.connect(m.url, { reconnectPeriod: 0, connectTimeout: 1000, ...opts.tls })
+          const c = mqtt.connect(m.url, {
+            reconnectPeriod: 0,
+            connectTimeout: 1000,
+            ...opts.tls,
+            ...opts.auth,
+          })
           c.on('connect', () => c.end(true, () => r(true)))
           c.on('error', () => c.end(true, () => r(false)))
         })
@@ -127,4 +144,24 @@ export function gaps(sent: Map<string, number>, seqs: Map<string, number[]>): st
     if (got.size > last) bad.push(`${id} got ${got.size} distinct seqs, sent ${last}`)
   }
   return bad
+}
+
+/** A TCP server that accepts connections and never answers: a broker stuck before CONNACK. */
+export async function blackHole(): Promise<{ url: string; close(): Promise<void> }> {
+  const sockets = new Set<import('node:net').Socket>()
+  const server = createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const { port } = server.address() as { port: number }
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => r())
+      }),
+  }
 }

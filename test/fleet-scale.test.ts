@@ -3,7 +3,7 @@ import { startFleet } from '../devices/fleet.ts'
 import { autoSourceAddresses } from '../devices/fleet.ts'
 import { devicesPerProcess } from '../devices/limits.ts'
 import { startBroker } from '../src/broker/index.ts'
-import { collect, gaps, hasMosquitto, startMosquitto } from './fleet-helpers.ts'
+import { collect, freePort, gaps, hasMosquitto, startMosquitto } from './fleet-helpers.ts'
 import { eventually, spawnCli } from './helpers.ts'
 
 const closers: Array<() => Promise<void>> = []
@@ -42,6 +42,69 @@ describe('spreading a TCP fleet', () => {
     expect(s.published).toBe(total)
     await eventually(() => sub.messages() >= total)
     expect(gaps(sent, sub.seqs)).toEqual([])
+  })
+
+  it('runs slices in worker threads with the same interface: every seq delivered, stats and latency histograms merged exactly', async () => {
+    const broker = await startBroker({ port: 0 })
+    closers.push(() => broker.close())
+    const sub = await collect(broker.url)
+    closers.push(() => sub.client.endAsync())
+    const fleet = await startFleet({
+      brokerUrl: broker.url,
+      devices: [
+        { model: 'sensor', count: 6 },
+        { model: 'person', count: 3 },
+      ],
+      ratePerSecond: 10,
+      durationMs: 1500,
+      qos: 1,
+      seed: 2,
+      workers: 2,
+      workerKind: 'thread',
+    })
+    closers.push(() => fleet.stop())
+    await fleet.finished
+    await fleet.stop()
+    const s = fleet.stats()
+    expect(s.workers).toBe(2)
+    expect(s.devices).toBe(9)
+    const sent = fleet.sent()
+    const total = [...sent.values()].reduce((a, b) => a + b, 0)
+    expect(s.published).toBe(total)
+    expect(s.produced).toBe(total)
+    // One connect latency per device, one publish→PUBACK latency per message, from both threads.
+    expect(s.connectLatency.count).toBe(9)
+    expect(s.pubackLatency.count).toBe(total)
+    expect(s.pubackLatency.p99Ms).toBeGreaterThan(0)
+    expect(s.pubackLatency.p50Ms).toBeLessThanOrEqual(s.pubackLatency.p99Ms)
+    await eventually(() => sub.messages() >= total)
+    expect(gaps(sent, sub.seqs)).toEqual([])
+  })
+
+  it('a worker fleet of which no device connects fails once, over all workers, with the causes added up', async () => {
+    const url = `mqtt://127.0.0.1:${await freePort()}`
+    const fleet = await startFleet({
+      brokerUrl: url,
+      devices: [{ model: 'person', count: 4 }],
+      ratePerSecond: 1,
+      durationMs: 0,
+      qos: 1,
+      seed: 1,
+      workers: 2,
+      workerKind: 'thread',
+      connectTimeoutMs: 1500,
+      waitForConnections: false,
+    })
+    closers.push(() => fleet.stop())
+    const err = await fleet.failed
+    expect(err.code).toBe('FLEETSIM_CONNECT_FAILED')
+    expect(err.message).toMatch(
+      new RegExp(`^no device connected to ${url} within 1.5 s: connection refused ×\\d+`),
+    )
+    await fleet.stop()
+    const s = fleet.stats()
+    expect(s.errorsByCause['connection refused']).toBeGreaterThanOrEqual(4)
+    expect(s.everConnected).toBe(0)
   })
 
   it('sizes processes from the fd limit and adds loopback source addresses past one address’s ports', () => {

@@ -148,8 +148,27 @@ describe.skipIf(!hasMosquitto || !existsSync(OPENSSL))('fleet over mutual TLS to
       waitForConnections: false,
     })
     closers.push(() => refused.stop())
-    await new Promise((r) => setTimeout(r, 1500))
+    // Counted by cause: the handshake fails (the broker requires a certificate).
+    await eventually(() => refused.stats().connectErrors >= 2)
     expect(refused.stats().connected).toBe(0)
+    expect(Object.keys(refused.stats().errorsByCause).join()).toMatch(/TLS failure|connection reset/)
+    // A CA that did not sign the broker's certificate: the fleet names the TLS failure and the fix.
+    const untrusted = await startFleet({
+      brokerUrl: mosq.url,
+      devices: [{ model: 'sensor', count: 2 }],
+      ratePerSecond: 10,
+      durationMs: 0,
+      qos: 1,
+      seed: 1,
+      tls: { ca: readFileSync(c.clientCrt), cert: tls.cert, key: tls.key },
+      connectTimeoutMs: 1000,
+      waitForConnections: false,
+    })
+    closers.push(() => untrusted.stop())
+    const err = await untrusted.failed
+    expect(err.message).toMatch(
+      /^no device connected to mqtts:\/\/127\.0\.0\.1:\d+ within 1 s: TLS failure \(\w+\) ×\d+; check --ca/,
+    )
     await refused.stop()
   })
 })

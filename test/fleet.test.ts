@@ -4,7 +4,8 @@ import { type FleetOptions, startFleet } from '../devices/fleet.ts'
 import { duplexPair } from '../devices/memory-stream.ts'
 import { resolveModelParams } from '../devices/params.ts'
 import { startBroker } from '../src/broker/index.ts'
-import { collect, gaps, hasMosquitto, startMosquitto } from './fleet-helpers.ts'
+import type { Clock } from '../src/runtime/clock.ts'
+import { blackHole, collect, freePort, gaps, hasMosquitto, startMosquitto } from './fleet-helpers.ts'
 import { eventually, ROOT } from './helpers.ts'
 
 const closers: Array<() => Promise<void>> = []
@@ -150,9 +151,149 @@ describe('fleet against the embedded broker', () => {
       waitForConnections: false,
     })
     closers.push(() => refused.stop())
-    await new Promise((r) => setTimeout(r, 700))
+    await eventually(() => (refused.stats().errorsByCause['not authorized'] ?? 0) >= 2)
     expect(refused.stats().connected).toBe(0)
     await refused.stop()
+  })
+
+  it('counts CONNACK refusals by cause and fails, naming the broker, the cause and the fix, when no device connects in time', async () => {
+    const broker = await startBroker({
+      port: 0,
+      aedes: { authenticate: (_c, _u, _p, done) => done(null, false) },
+    })
+    closers.push(() => broker.close())
+    const fleet = await startFleet({
+      brokerUrl: broker.url,
+      devices: [{ model: 'person', count: 3 }],
+      ratePerSecond: 10,
+      durationMs: 0,
+      qos: 1,
+      seed: 1,
+      connectTimeoutMs: 1000,
+      reconnect: { baseMs: 50, factor: 2, maxMs: 200 },
+      transport: { kind: 'memory', handle: (s) => broker.aedes.handle(s) },
+      waitForConnections: false,
+    })
+    closers.push(() => fleet.stop())
+    const err = await fleet.failed
+    expect(err.code).toBe('FLEETSIM_CONNECT_FAILED')
+    expect(err.message).toMatch(
+      new RegExp(
+        `^no device connected to ${broker.url} within 1 s: not authorized ×\\d+; check --username and --password`,
+      ),
+    )
+    const s = fleet.stats()
+    expect(s.errorsByCause['not authorized']).toBeGreaterThanOrEqual(3)
+    expect(s.connectErrors).toBe(s.errorsByCause['not authorized'])
+    expect(s.everConnected).toBe(0)
+    // Waiting for the connections rejects with the same error.
+    await expect(
+      startFleet({
+        brokerUrl: broker.url,
+        devices: [{ model: 'person', count: 2 }],
+        ratePerSecond: 10,
+        durationMs: 0,
+        qos: 1,
+        seed: 1,
+        connectTimeoutMs: 500,
+        transport: { kind: 'memory', handle: (st) => broker.aedes.handle(st) },
+      }),
+    ).rejects.toMatchObject({ code: 'FLEETSIM_CONNECT_FAILED' })
+  })
+
+  it('counts a refused TCP connection and a host that does not resolve by cause', async () => {
+    for (const [url, cause] of [
+      [`mqtt://127.0.0.1:${await freePort()}`, 'connection refused'],
+      ['mqtt://no-such-host.invalid:1883', 'host not found'],
+    ] as const) {
+      const fleet = await startFleet({
+        brokerUrl: url,
+        devices: [{ model: 'person', count: 2 }],
+        ratePerSecond: 1,
+        durationMs: 0,
+        qos: 1,
+        seed: 1,
+        connectTimeoutMs: 800,
+        waitForConnections: false,
+      })
+      closers.push(() => fleet.stop())
+      const err = await fleet.failed
+      expect(err.message).toContain(`no device connected to ${url}`)
+      expect(err.message).toContain(cause)
+      expect(fleet.stats().errorsByCause[cause]).toBeGreaterThanOrEqual(2)
+      await fleet.stop()
+    }
+  })
+
+  it('fails at the default 30 s deadline even though the connect grace starts the duration at the same moment', async () => {
+    // A clock the test moves by hand: the fleet's timers run on it, sockets stay real.
+    let now = Date.now()
+    const timers: Array<{ at: number; fn: () => void }> = []
+    const clock: Clock = {
+      now: () => now,
+      setTimer: (fn, ms) => {
+        const t = { at: now + ms, fn }
+        timers.push(t)
+        return t
+      },
+      clearTimer: (t) => {
+        const i = timers.indexOf(t as (typeof timers)[number])
+        if (i >= 0) timers.splice(i, 1)
+      },
+    }
+    const advance = (ms: number) => {
+      const until = now + ms
+      for (;;) {
+        const due = timers.filter((t) => t.at <= until).sort((a, b) => a.at - b.at)[0]
+        if (!due) break
+        timers.splice(timers.indexOf(due), 1)
+        now = due.at
+        due.fn()
+      }
+      now = until
+    }
+    const url = `mqtt://127.0.0.1:${await freePort()}`
+    const fleet = await startFleet({
+      brokerUrl: url,
+      devices: [{ model: 'person', count: 2 }],
+      ratePerSecond: 1,
+      durationMs: 5000,
+      qos: 1,
+      seed: 1,
+      clock,
+      waitForConnections: false,
+    })
+    closers.push(() => fleet.stop())
+    await eventually(() => fleet.stats().connectErrors >= 2)
+    let finished = false
+    void fleet.finished.then(() => {
+      finished = true
+    })
+    advance(30_000)
+    const err = await fleet.failed
+    expect(err.message).toMatch(new RegExp(`^no device connected to ${url} within 30 s: connection refused`))
+    advance(10_000)
+    await new Promise((r) => setTimeout(r, 10))
+    expect(finished).toBe(false)
+  })
+
+  it('aborting its signal ends a fleet still waiting for connections: startFleet returns, finished resolves, nothing is left open', async () => {
+    const hole = await blackHole()
+    closers.push(() => hole.close())
+    const abort = new AbortController()
+    setTimeout(() => abort.abort(), 500)
+    const fleet = await startFleet({
+      brokerUrl: hole.url,
+      devices: [{ model: 'person', count: 20 }],
+      ratePerSecond: 1,
+      durationMs: 0,
+      qos: 1,
+      seed: 1,
+      signal: abort.signal,
+    })
+    await fleet.finished
+    await fleet.stop()
+    expect(fleet.stats()).toMatchObject({ connected: 0, everConnected: 0, produced: 0 })
   })
 
   it('rejects a bad shard, template string and broker URL with errors that say how to fix them', async () => {

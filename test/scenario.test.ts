@@ -58,6 +58,8 @@ describe('scenario files: one schema, resolved from file, then flags, then envir
         qos: 1,
         seed: 1,
         extra: {
+          connectTimeoutMs: 30_000,
+          pacing: 'closed',
           count: 0,
           retain: false,
           status: false,

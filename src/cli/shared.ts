@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import type { Options } from 'yargs'
+import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing } from '../../devices/defaults.ts'
 import { parseModelParams, resolveModelParams } from '../../devices/params.ts'
 import { parseFleetMix } from '../../devices/registry.ts'
 import { redactText, rememberSecret } from '../config/redact.ts'
@@ -78,6 +79,19 @@ export const fleetOptions = {
     default: '0',
     describe: 'Spread the device connects evenly over this time (30s, 2m); 0 = as fast as possible',
   },
+  'connect-timeout': {
+    type: 'string',
+    default: `${FLEET_DEFAULTS.connectTimeoutMs / 1000}s`,
+    describe:
+      'Fail when no device has connected within this time, naming the broker, the cause and the fix; 0 = wait forever',
+  },
+  pacing: {
+    type: 'string',
+    default: FLEET_DEFAULTS.pacing,
+    choices: ['closed', 'open'],
+    describe:
+      'closed: a device at its in-flight cap holds back its next send; open: keep the intended schedule, count late and skipped sends, latency from the intended time',
+  },
   'model-param': {
     type: 'string',
     array: true,
@@ -93,12 +107,12 @@ export const fleetOptions = {
   },
   topic: {
     type: 'string',
-    default: 'fleet/{model}/{deviceId}/telemetry',
+    default: FLEET_DEFAULTS.topicTemplate,
     describe: 'Topic template: {model}, {deviceId}, {index}',
   },
   'client-id': {
     type: 'string',
-    default: 'fleetsim-{deviceId}',
+    default: FLEET_DEFAULTS.clientIdTemplate,
     describe: 'Client id template: {model}, {deviceId}, {index}',
   },
   'mqtt-version': {
@@ -119,7 +133,7 @@ export const fleetOptions = {
   },
   'max-in-flight': {
     type: 'number',
-    default: 32,
+    default: FLEET_DEFAULTS.maxInFlight,
     describe: 'Unacknowledged QoS 1/2 messages per connection',
   },
   shard: { type: 'string', describe: 'Run slice i of n of the fleet (0-based), e.g. 0/4; ids stay distinct' },
@@ -138,7 +152,14 @@ export const fleetOptions = {
     type: 'string',
     default: 'auto',
     describe:
-      'Worker processes for TCP fleets: auto (as the fd limit needs) or a number; 1 = this process only',
+      'Workers for TCP fleets: auto (processes, as the fd limit needs) or a number; 1 = this process only',
+  },
+  'worker-kind': {
+    type: 'string',
+    default: 'process',
+    choices: ['process', 'thread'],
+    describe:
+      'What --workers N starts: processes (each its own fd limit) or threads (more cores, one fd limit)',
   },
 } as const satisfies Record<string, Options>
 
@@ -146,6 +167,9 @@ export const fleetOptions = {
 export interface FleetArgs {
   count: number
   rampUp: string
+  connectTimeout: string
+  pacing: string
+  workerKind: string
   modelParam?: Array<string | number>
   template?: string
   retain: boolean
@@ -174,7 +198,7 @@ export interface FleetArgs {
 export function fleetArgs(args: FleetArgs) {
   const mix = parseFleetMix(args.devices, '--devices')
   const count = checkInt(args.count, '--count', 0, Number.MAX_SAFE_INTEGER)
-  const maxInFlight = checkInt(args.maxInFlight, '--max-in-flight', 1, 65_535)
+  const maxInFlight = checkInt(args.maxInFlight, '--max-in-flight', ...FLEET_BOUNDS.maxInFlight)
   let shard: { index: number; count: number } | undefined
   if (args.shard !== undefined) {
     const m = /^(\d+)\/(\d+)$/.exec(String(args.shard))
@@ -188,7 +212,7 @@ export function fleetArgs(args: FleetArgs) {
   }
   let workers: number | 'auto' = 'auto'
   if (args.workers !== 'auto') {
-    workers = checkInt(Number(args.workers), '--workers', 1, 256)
+    workers = checkInt(Number(args.workers), '--workers', ...FLEET_BOUNDS.workers)
   }
   const tls = fleetTls({ ca: args.ca, cert: args.cert, key: args.key, insecure: args.insecure })
   checkIdTemplates([
@@ -200,6 +224,9 @@ export function fleetArgs(args: FleetArgs) {
   return {
     count,
     rampUpMs: parseDurationMs(args.rampUp, '--ramp-up'),
+    connectTimeoutMs: parseDurationMs(args.connectTimeout, '--connect-timeout'),
+    pacing: args.pacing as Pacing,
+    workerKind: args.workerKind as 'process' | 'thread',
     modelParams: resolveModelParams(
       mix.map((m) => m.model),
       parseModelParams(args.modelParam?.map(String)),

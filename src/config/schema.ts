@@ -11,6 +11,8 @@ import { BRIDGE_BOUNDS } from '../../bridge/options.ts'
 
 import { BROKER_OPTION_RANGES, DEFAULT_MAX_PACKET_SIZE } from '../broker/limits.ts'
 
+import { FLEET_DEFAULTS } from '../../devices/defaults.ts'
+
 export type FieldKind =
   | { type: 'string'; pattern?: string; examples?: string[] }
   | { type: 'integer'; min?: number; max?: number }
@@ -84,6 +86,21 @@ export const SCENARIO_SCHEMA = {
       describe: 'How long devices publish: 30s, 5m, 1h; 0 = until Ctrl-C',
       flag: 'duration',
     },
+    connectTimeout: {
+      type: 'duration',
+      default: `${FLEET_DEFAULTS.connectTimeoutMs / 1000}s`,
+      describe:
+        'End the run when no device has connected within this time, naming the broker, the cause (e.g. not authorized) and the fix; 0 = wait forever',
+      flag: 'connect-timeout',
+    },
+    pacing: {
+      type: 'enum',
+      values: ['closed', 'open'],
+      default: FLEET_DEFAULTS.pacing,
+      describe:
+        'closed: a device at its in-flight cap holds back its next send (achieved rate = what the pipeline carries); open: keep the intended schedule, count late and skipped sends, latency from the intended send time',
+      flag: 'pacing',
+    },
     qos: {
       type: 'enum',
       values: [0, 1, 2],
@@ -119,13 +136,13 @@ export const SCENARIO_SCHEMA = {
     },
     topicTemplate: {
       type: 'string',
-      default: 'fleet/{model}/{deviceId}/telemetry',
+      default: FLEET_DEFAULTS.topicTemplate,
       describe: 'Telemetry topic template; {model}, {deviceId}, {index}',
       flag: 'topic-template',
     },
     clientIdTemplate: {
       type: 'string',
-      default: 'fleetsim-{deviceId}',
+      default: FLEET_DEFAULTS.clientIdTemplate,
       describe: 'MQTT client id template; {model}, {deviceId}, {index}',
       flag: 'client-id',
     },
@@ -145,7 +162,7 @@ export const SCENARIO_SCHEMA = {
       type: 'integer',
       min: 1,
       max: 65535,
-      default: 32,
+      default: FLEET_DEFAULTS.maxInFlight,
       describe: 'Unacknowledged QoS 1/2 messages per connection',
       flag: 'max-in-flight',
     },

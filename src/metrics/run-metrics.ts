@@ -3,7 +3,14 @@ import { forEachPublishLatency } from './accept-latency.ts'
 
 /** Stats snapshots as the components report them; any extra numeric fields are kept as they are. */
 export interface StatsSources {
-  fleet?: () => { devices: number; connected: number; published: number; publishErrors: number }
+  fleet?: () => {
+    devices: number
+    connected: number
+    published: number
+    publishErrors: number
+    /** Failed connection attempts and lost connections. */
+    connectErrors?: number
+  }
   bridge?: () => {
     received: number
     accepted: number
@@ -102,6 +109,7 @@ export class RunMetrics {
       recordsWritten: h?.recordsWritten ?? 0,
       errors:
         (f?.publishErrors ?? 0) +
+        (f?.connectErrors ?? 0) +
         (b?.failedCalls ?? 0) +
         (b?.deadLettered ?? 0) +
         (h?.errors ?? 0) +

@@ -22,7 +22,7 @@ export interface RunReport {
   /** Seconds the devices published. */
   publishDurationS: number
   /** How the run ended: the duration elapsed, or an interrupt. */
-  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge'
+  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet'
   config: RunConfig
   summary: {
     devices: number

@@ -122,6 +122,9 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   const mix = fc.devices.map((d) => `${d.model}:${d.count}`).join(',')
   const startedAtMs = Date.now()
   const signal = onceInterrupted()
+  // One Ctrl-C reaches the fleet in any phase, connecting included.
+  const abort = new AbortController()
+  void signal.promise.then(() => abort.abort())
   const sources: ConstructorParameters<typeof RunMetrics>[0] = {}
   const metrics = new RunMetrics(sources, startedAtMs)
 
@@ -131,7 +134,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   let metricsServer: MetricsServer | undefined
   let fleet: Awaited<ReturnType<typeof startFleet>> | undefined
   const sink = new FolderSink(resolve(out, 's3'))
-  const progress = createProgress(process.stdout, total)
+  const progress = createProgress(process.stdout, total, () => fleet?.stats().errorsByCause ?? {})
   let ticker: NodeJS.Timeout | undefined
   /** The flag of the port being opened, to name it if it is taken. */
   let listening = '--port'
@@ -192,6 +195,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
       qos: fc.qos,
       seed: fc.seed,
       rampUpMs: fc.rampUpMs,
+      signal: abort.signal,
     }
     // Sources exist before the fleet so that metrics can serve while devices connect.
     sources.fleet = () =>
@@ -223,12 +227,18 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   // A non-retryable Firehose error (stream not found, access denied) stops the bridge: stop the run
   // too, rather than publish into a pipeline that delivers nothing; what was spooled stays for later.
   let bridgeError: Error | undefined
+  // No device connected within --connect-timeout: the run fails naming the broker, cause and fix.
+  let fleetError: Error | undefined
   const stoppedBy = await Promise.race([
     fleet.finished.then(() => 'duration' as const),
     signal.promise,
     bridge.failed.then((err) => {
       bridgeError = err
       return 'bridge' as const
+    }),
+    fleet.failed.then((err) => {
+      fleetError = err
+      return 'fleet' as const
     }),
   ])
   // The handler stays until shutdown is done: a second Ctrl-C during the drain exits at once.
@@ -329,6 +339,7 @@ async function runLoadTest(config: RunConfig): Promise<number> {
   const failed = checks.filter((c) => !c.ok).map((c) => c.message)
   if (f.publishErrors > 0) failed.push(`${n(f.publishErrors)} publishes failed`)
   if (bridgeError) failed.unshift(`the bridge stopped: ${bridgeError.message}`)
+  if (fleetError) failed.unshift(fleetError.message)
   if (manifestError) failed.push(manifestError)
   const ok = failed.length === 0
   const h = firehose?.stats()

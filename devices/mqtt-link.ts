@@ -1,0 +1,245 @@
+/**
+ * The one module that knows MQTT.js (checked against mqtt 5.16, the range pinned in package.json;
+ * test/fleet-mqtt-link.test.ts pins the behaviour below against the real library):
+ *
+ * - `reconnectPeriod: 0`: MQTT.js never reconnects by itself; the connector decides when, and
+ *   dial() calls the public `client.reconnect()`.
+ * - After a lost connection the client is ended with `end(true)` at once: with `reconnectPeriod: 0`
+ *   and a clean session that fails every unacknowledged publish callback ("Connection closed") and
+ *   empties its stores, so the next connection starts clean; the publisher has already taken those
+ *   messages back (they carry an older generation, and their callbacks are ignored).
+ * - MQTT.js fails in-flight callbacks *before* it emits the error of a forced clean-up (keepalive
+ *   timeout); a publish error without a numeric reason code is therefore a lost connection, reported
+ *   one microtask later so that the error event has named the cause.
+ * - A CONNACK refusal is an error with a numeric `code` (the return or reason code), emitted before
+ *   the stream closes.
+ * - MQTT.js's own CONNACK timer is set past the connector's attempt deadline, so ours decides.
+ */
+import { connect as netConnect, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { connect as tlsConnect } from 'node:tls'
+import { type IClientOptions, type IClientPublishOptions, MqttClient } from 'mqtt'
+import { CAUSES, type Cause, connackCause, socketCause } from './causes.ts'
+import { duplexPair } from './memory-stream.ts'
+
+/** How devices reach the broker. */
+export type FleetTransport =
+  /** TCP (mqtt://) or TLS (mqtts://) to `brokerUrl`, one socket per device. */
+  | { kind: 'tcp' }
+  /**
+   * In-memory streams to a broker in this process: `handle` receives the broker's end of each
+   * device's stream (e.g. `(s) => aedes.handle(s)`). No file descriptors, no ports.
+   */
+  | { kind: 'memory'; handle: (stream: Duplex) => void }
+
+export interface FleetTls {
+  /** PEM contents (not paths): the CA to trust, and for mutual TLS the client certificate and key. */
+  ca?: string | Buffer
+  cert?: string | Buffer
+  key?: string | Buffer
+  /** Default true; false accepts any server certificate (testing only). */
+  rejectUnauthorized?: boolean
+}
+
+/** Margin by which MQTT.js's own CONNACK timer trails the connector's deadline. */
+const MQTTJS_CONNECT_TIMEOUT_MARGIN_MS = 5_000
+
+const noop = () => {}
+
+/** Settings every device of a fleet shares. */
+export interface LinkSettings {
+  protocolVersion: 4 | 5
+  keepaliveS: number
+  attemptTimeoutMs: number
+  username?: string
+  password?: string
+  /** Publish `online` (retained) to the device's status topic on connect, `offline` as its will and on close. */
+  status: boolean
+}
+
+export interface LinkEvents {
+  up(): void
+  down(cause: Cause): void
+}
+
+type Phase = 'idle' | 'connecting' | 'up'
+
+/**
+ * One device's MQTT connection. dial() opens it (the first time) or reopens it; the outcome comes
+ * as `up()` or `down(cause)`. drop() hangs up without a report.
+ */
+export class MqttLink {
+  private client: MqttClient | undefined
+  private phase: Phase = 'idle'
+  private lastError: unknown
+
+  constructor(
+    private readonly clientId: string,
+    private readonly statusTopic: string | undefined,
+    private readonly settings: LinkSettings,
+    private readonly stream: () => Duplex,
+    private readonly events: LinkEvents,
+  ) {}
+
+  get connected(): boolean {
+    return this.phase === 'up'
+  }
+
+  dial(): void {
+    this.phase = 'connecting'
+    this.lastError = undefined
+    if (this.client) {
+      this.client.reconnect()
+      return
+    }
+    const s = this.settings
+    const options: IClientOptions = {
+      clientId: this.clientId,
+      protocolVersion: s.protocolVersion,
+      clean: true,
+      keepalive: s.keepaliveS,
+      connectTimeout: s.attemptTimeoutMs + MQTTJS_CONNECT_TIMEOUT_MARGIN_MS,
+      reconnectPeriod: 0,
+      resubscribe: false,
+      // MQTT.js calls its logger on every packet; debug's disabled check alone costs ~5 % of a busy fleet.
+      log: noop,
+      // MQTT.js queues QoS 0 without bound while offline; the publisher decides instead.
+      queueQoSZero: false,
+      ...(s.username !== undefined ? { username: s.username } : {}),
+      ...(s.password !== undefined ? { password: s.password } : {}),
+      ...(s.status && this.statusTopic
+        ? {
+            will: { topic: this.statusTopic, payload: Buffer.from('offline'), qos: 1 as const, retain: true },
+          }
+        : {}),
+    }
+    const client = new MqttClient(this.stream, options)
+    this.client = client
+    client.on('connect', () => {
+      if (this.phase !== 'connecting') return
+      this.phase = 'up'
+      if (this.settings.status && this.statusTopic) {
+        client.publish(this.statusTopic, 'online', { qos: 1, retain: true })
+      }
+      this.events.up()
+    })
+    // Every error is followed by 'close' (or, for a publish, a failed callback): remember it for the cause.
+    client.on('error', (err) => {
+      this.lastError = err
+    })
+    client.on('close', () => this.lost())
+  }
+
+  /** Hangs up the attempt or connection; no down() follows. */
+  drop(): void {
+    this.phase = 'idle'
+    this.client?.end(true)
+  }
+
+  /** Hands one message to MQTT.js; `done` on PUBACK (QoS ≥ 1) or once written (QoS 0). */
+  publish(topic: string, payload: string, opts: IClientPublishOptions, done: (err?: Error) => void): void {
+    this.client!.publish(topic, payload, opts, (err) => {
+      if (err && typeof (err as { code?: unknown }).code !== 'number' && this.phase === 'up') {
+        // The connection went (see the module comment): report it first, so that this callback
+        // belongs to the previous connection and the message is taken back, not failed.
+        queueMicrotask(() => {
+          this.lost()
+          done(err)
+        })
+        return
+      }
+      done(err)
+    })
+  }
+
+  /**
+   * Ends the connection: `offline` status first when asked, then DISCONNECT (or a forced close
+   * when the connection is down or `force`).
+   */
+  async close(force: boolean): Promise<void> {
+    const c = this.client
+    const wasUp = this.phase === 'up'
+    this.phase = 'idle'
+    if (!c) return
+    if (wasUp && !force) {
+      if (this.settings.status && this.statusTopic) {
+        await c.publishAsync(this.statusTopic, 'offline', { qos: 1, retain: true }).catch(() => {})
+      }
+      await c.endAsync(false).catch(() => {})
+    } else {
+      await c.endAsync(true).catch(() => {})
+    }
+  }
+
+  /** Closes the socket now, whatever MQTT.js is waiting for (a DISCONNECT that never completes). */
+  forceClose(): void {
+    this.phase = 'idle'
+    this.client?.stream?.destroy()
+  }
+
+  private lost(): void {
+    const phase = this.phase
+    if (phase === 'idle') return
+    this.phase = 'idle'
+    const cause = this.causeOf(this.lastError, phase === 'up')
+    this.lastError = undefined
+    this.events.down(cause)
+    // Flush MQTT.js's state of this connection (see the module comment); the next dial() reconnects.
+    this.client?.end(true)
+  }
+
+  private causeOf(err: unknown, wasUp: boolean): Cause {
+    if (err === undefined) return wasUp ? CAUSES.lost : CAUSES.closedEarly
+    const code = (err as { code?: unknown }).code
+    if (typeof code === 'number' && !wasUp) return connackCause(code, this.settings.protocolVersion)
+    const message = (err as Error).message
+    if (message === 'Keepalive timeout') return CAUSES.keepalive
+    if (message === 'connack timeout') return CAUSES.timeout
+    return socketCause(err)
+  }
+}
+
+/** Where and how to open device streams. */
+export interface StreamTarget {
+  transport: FleetTransport
+  host: string
+  port: number
+  secure: boolean
+  tls?: FleetTls
+}
+
+/**
+ * A stream builder for MQTT.js: a TCP or TLS socket (with `noDelay`: Nagle's algorithm would hold
+ * small publishes up to ~40 ms), or one end of an in-memory pair whose other end goes to the broker.
+ */
+export function streamBuilder(target: StreamTarget, localAddress?: string): () => Duplex {
+  const transport = target.transport
+  if (transport.kind === 'memory') {
+    return () => {
+      const [clientEnd, brokerEnd] = duplexPair()
+      transport.handle(brokerEnd)
+      return clientEnd
+    }
+  }
+  const { host, port, tls } = target
+  const local = localAddress ? { localAddress } : {}
+  return () => {
+    let socket: Socket
+    if (target.secure) {
+      socket = tlsConnect({
+        host,
+        port,
+        servername: /^[\d.:]+$/.test(host) ? undefined : host,
+        ...local,
+        ca: tls?.ca,
+        cert: tls?.cert,
+        key: tls?.key,
+        rejectUnauthorized: tls?.rejectUnauthorized ?? true,
+      })
+    } else {
+      socket = netConnect({ host, port, ...local })
+    }
+    socket.setNoDelay(true)
+    return socket
+  }
+}
