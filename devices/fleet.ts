@@ -12,6 +12,7 @@ import { connectFailure, socketCause } from './causes.ts'
 import { Connector } from './connector.ts'
 import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing, type ReconnectBackoff } from './defaults.ts'
 import { createDevice, nextMessage, type SimDevice } from './device.ts'
+import { PayloadSizeError, padPayload } from './payload.ts'
 import { emptyLatency, LatencyRecorder, type LatencySnapshot } from './latency.ts'
 import { devicesPerProcess, PORTS_PER_SOURCE_ADDRESS } from './limits.ts'
 import { type FleetTls, type FleetTransport, MqttLink, streamBuilder } from './mqtt-link.ts'
@@ -61,6 +62,11 @@ export interface FleetOptions {
    * queued, so latency counts from the intended time. See README "Pacing".
    */
   pacing?: Pacing
+  /**
+   * Pad every message to exactly this many bytes (devices/payload.ts); 0 or absent = as rendered. A
+   * message already larger stops the fleet through `failed` with one line naming the size.
+   */
+  payloadBytes?: number
   /** Open pacing: a send leaving more than this many ms after its intended time counts as late (default 50). */
   lateAfterMs?: number
   /** `{model}`, `{deviceId}` and `{index}` are replaced. Default `fleet/{model}/{deviceId}/telemetry`. */
@@ -321,6 +327,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   const pacing = opts.pacing ?? D.pacing
   const shard = opts.shard ?? { index: 0, count: 1 }
   const countLimit = opts.count && opts.count > 0 ? opts.count : Number.POSITIVE_INFINITY
+  const payloadBytes = opts.payloadBytes ?? 0
   const connectTimeoutMs = opts.connectTimeoutMs ?? D.connectTimeoutMs
   const attemptTimeoutMs = opts.attemptTimeoutMs ?? D.attemptTimeoutMs
   const rampUpMs = opts.rampUpMs ?? D.rampUpMs
@@ -401,7 +408,18 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     onLimit: () => finish(),
     clock,
     preciseNow,
-    render: (slot, ts) => nextMessage(devices[slot]!, ts),
+    render: (slot, ts) => {
+      const json = nextMessage(devices[slot]!, ts)
+      if (!payloadBytes) return json
+      try {
+        return padPayload(json, payloadBytes, `message ${devices[slot]!.seq} of ${devices[slot]!.id}`)
+      } catch (err) {
+        if (!(err instanceof PayloadSizeError)) throw err
+        // Sent as it is (its seq is taken); the fleet stops making messages and reports why.
+        queueMicrotask(() => stopWith(err))
+        return json
+      }
+    },
     transmit: (slot, payload, done) => {
       const d = devices[slot]!
       d.link.publish(d.topic, payload, publishOpts, done)
@@ -489,6 +507,12 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     scheduler.stop()
     publisher.stop()
     resolveFinished()
+  }
+
+  /** Ends publishing as finish() does (what was made is still delivered), and reports `err` through `failed`. */
+  function stopWith(err: FleetsimError): void {
+    finish()
+    resolveFailed(err)
   }
 
   function fail(err: FleetsimError): void {

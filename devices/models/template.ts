@@ -2,7 +2,7 @@ import { base, en, Faker, type Randomizer } from '@faker-js/faker'
 import { ConfigError } from '../../src/errors.ts'
 import type { DeviceModel } from '../model.ts'
 import { round } from '../model.ts'
-import type { Rng } from '../rng.ts'
+import { Rng } from '../rng.ts'
 import { type RandomWalk, sine, walk, weightedChoice } from './generators.ts'
 
 /**
@@ -15,6 +15,10 @@ import { type RandomWalk, sine, walk, weightedChoice } from './generators.ts'
  *   { "$sine": { "offset": 50, "amplitude": 10, "periodS": 3600 } }
  *   { "$counter": { "start": 1, "step": 1 } }
  *   { "$choice": { "values": ["on", "off"], "weights": [3, 1] } }
+ *   { "$perDevice": "{{person.fullName}}" }      (any node, drawn once per device, then constant)
+ *   { "$sequence": { "values": ["a", "b", "c"], "loop": true, "start": "random", "repeat": 1 } }
+ *
+ * `{{device.id}}` and `{{device.index}}` (0-based within the model) name the device itself.
  *
  * @example { "owner": "{{person.firstName}} {{person.lastName}}", "age": "{{number.int({\"min\":18,\"max\":80})}}" }
  */
@@ -30,6 +34,16 @@ type Node =
   | { kind: 'sine'; offset: number; amplitude: number; periodS: number; phase: number; digits: number }
   | { kind: 'counter'; slot: number; start: number; step: number }
   | { kind: 'choice'; values: unknown[]; weights: number[] | undefined }
+  | { kind: 'perDevice'; slot: number; inner: Node; field: string }
+  | {
+      kind: 'sequence'
+      slot: number
+      values: Node[]
+      loop: boolean
+      repeat: number
+      start: number | 'random' | 'index'
+      field: string
+    }
 
 interface Expr {
   field: string
@@ -43,18 +57,39 @@ interface Compiled {
   slots: number
 }
 
+/** Where a sequence stands for one device: its start offset and the messages it has stepped through. */
+interface SequenceState {
+  offset: number
+  k: number
+}
+
 export interface TemplateState {
   tMs: number
   startMs: number
   faker: Faker
   rngRef: { rng: Rng }
-  /** Generator state by slot: random walks and counters. */
-  slots: Array<RandomWalk | number>
+  /** Generator state by slot: random walks, counters, sequences. */
+  slots: Array<RandomWalk | number | SequenceState | undefined>
+  /** `$perDevice` values by slot, drawn on first use and then constant. */
+  fixed: Map<number, unknown>
+  /**
+   * The device's identity for draws that must not depend on anything else in the template: the
+   * state of its Rng before any draw (a function of the run seed and the device id only).
+   */
+  deviceKey: string
+  device: DeviceInfo
   values: Record<string, unknown>
   compiled: Compiled
 }
 
-const GENERATORS = ['$randomWalk', '$sine', '$counter', '$choice'] as const
+/** What `{{device.…}}` expressions can name. */
+interface DeviceInfo {
+  id: string
+  index: number
+}
+
+const GENERATORS = ['$randomWalk', '$sine', '$counter', '$choice', '$perDevice', '$sequence'] as const
+const DEVICE_FIELDS = ['id', 'index'] as const
 
 /** Thrown for a template that cannot be compiled or evaluated; names the field and the expression. */
 export class TemplateError extends ConfigError {}
@@ -107,6 +142,11 @@ export function compileTemplate(spec: unknown, source = 'template'): Compiled {
   const compileGenerator = (gen: string, a: unknown, field: string): Node => {
     const bad = (what: string) =>
       new TemplateError('FLEETSIM_BAD_TEMPLATE', `${source} field '${field}': ${gen} ${what}`)
+    if (gen === '$perDevice') {
+      if (a === undefined || a === null)
+        throw bad('needs a value to draw once per device, e.g. "{{person.fullName}}"')
+      return { kind: 'perDevice', slot: slots++, inner: compile(a, field), field }
+    }
     if (!a || typeof a !== 'object') throw bad('needs an object of options')
     const o = a as Record<string, unknown>
     const num = (k: string, fallback?: number): number => {
@@ -153,6 +193,39 @@ export function compileTemplate(spec: unknown, source = 'template'): Compiled {
         }
         return { kind: 'choice', values: o.values, weights: w as number[] | undefined }
       }
+      case '$sequence': {
+        const values = o.values
+        if (!Array.isArray(values) || values.length === 0) throw bad("needs a non-empty 'values' array")
+        for (const k of Object.keys(o)) {
+          if (!['values', 'loop', 'repeat', 'start'].includes(k))
+            throw bad(`has no option '${k}'; use values, loop, repeat, start`)
+        }
+        const loop = o.loop ?? true
+        if (typeof loop !== 'boolean')
+          throw bad(`option 'loop' must be true or false, got ${JSON.stringify(loop)}`)
+        const repeat = o.repeat ?? 1
+        if (typeof repeat !== 'number' || !Number.isInteger(repeat) || repeat < 1)
+          throw bad(`option 'repeat' must be a whole number of messages ≥ 1, got ${JSON.stringify(repeat)}`)
+        const start = o.start ?? 0
+        if (
+          start !== 'random' &&
+          start !== 'index' &&
+          !(typeof start === 'number' && Number.isInteger(start) && start >= 0 && start < values.length)
+        ) {
+          throw bad(
+            `option 'start' must be a position from 0 to ${values.length - 1}, 'random' or 'index', got ${JSON.stringify(start)}`,
+          )
+        }
+        return {
+          kind: 'sequence',
+          slot: slots++,
+          values: values.map((x, i) => compile(x, `${field}[${i}]`)),
+          loop,
+          repeat,
+          start: start as number | 'random' | 'index',
+          field,
+        }
+      }
       default:
         throw bad(`is not a generator; use one of ${GENERATORS.join(', ')}`)
     }
@@ -160,10 +233,14 @@ export function compileTemplate(spec: unknown, source = 'template'): Compiled {
   const compiled = { root: compile(spec, ''), slots }
   // Dry run against a throw-away faker: every expression must resolve and evaluate.
   const probe = newFaker({ rng: { next: () => 0.5 } as Rng }, 0)
+  const probeDevice: DeviceInfo = { id: 'template-00001', index: 0 }
   const visit = (node: Node): void => {
-    if (node.kind === 'expr') for (const p of node.parts) if (typeof p !== 'string') evalExpr(probe, p)
+    if (node.kind === 'expr')
+      for (const p of node.parts) if (typeof p !== 'string') evalExpr(probe, p, probeDevice)
     if (node.kind === 'object') for (const [, n] of node.entries) visit(n)
     if (node.kind === 'array') for (const n of node.items) visit(n)
+    if (node.kind === 'perDevice') visit(node.inner)
+    if (node.kind === 'sequence') for (const n of node.values) visit(n)
   }
   visit(compiled.root)
   compiledCache.set(spec, compiled)
@@ -193,7 +270,17 @@ function parseExpr(text: string, field: string, source: string): Expr {
   return { field: field || '(root)', source: text, path: m[1]!.split('.'), args }
 }
 
-function evalExpr(faker: Faker, e: Expr): unknown {
+function evalExpr(faker: Faker, e: Expr, device: DeviceInfo): unknown {
+  if (e.path[0] === 'device') {
+    const key = e.path[1] as (typeof DEVICE_FIELDS)[number] | undefined
+    if (e.path.length !== 2 || !DEVICE_FIELDS.includes(key!) || e.args.length > 0) {
+      throw new TemplateError(
+        'FLEETSIM_BAD_TEMPLATE',
+        `template field '${e.field}': '{{${e.source}}}' names no device field; use ${DEVICE_FIELDS.map((f) => `{{device.${f}}}`).join(' or ')}`,
+      )
+    }
+    return device[key!]
+  }
   let target: unknown = faker
   let owner: unknown
   for (const key of e.path) {
@@ -239,9 +326,9 @@ function evaluate(node: Node, s: TemplateState, rng: Rng, dtS: number): unknown 
     case 'const':
       return node.value
     case 'expr': {
-      if (node.whole) return evalExpr(s.faker, node.parts[0] as Expr)
+      if (node.whole) return evalExpr(s.faker, node.parts[0] as Expr, s.device)
       let out = ''
-      for (const p of node.parts) out += typeof p === 'string' ? p : String(evalExpr(s.faker, p))
+      for (const p of node.parts) out += typeof p === 'string' ? p : String(evalExpr(s.faker, p, s.device))
       return out
     }
     case 'object': {
@@ -273,7 +360,56 @@ function evaluate(node: Node, s: TemplateState, rng: Rng, dtS: number): unknown 
     }
     case 'choice':
       return weightedChoice(node.values, node.weights, rng)
+    case 'perDevice': {
+      if (!s.fixed.has(node.slot)) s.fixed.set(node.slot, drawOnce(node, s))
+      return s.fixed.get(node.slot)
+    }
+    case 'sequence': {
+      let q = s.slots[node.slot] as SequenceState | undefined
+      if (!q) {
+        const n = node.values.length
+        const offset =
+          node.start === 'random'
+            ? deviceRng(s, '$sequence', node.field).int(0, n - 1)
+            : node.start === 'index'
+              ? s.device.index % n
+              : node.start
+        q = { offset, k: 0 }
+        s.slots[node.slot] = q
+      } else {
+        q.k++
+      }
+      const pos = q.offset + Math.floor(q.k / node.repeat)
+      const i = node.loop ? pos % node.values.length : Math.min(pos, node.values.length - 1)
+      return evaluate(node.values[i]!, s, rng, dtS)
+    }
   }
+}
+
+/**
+ * An Rng for one field of one device that depends only on the device (run seed and id) and the
+ * field's path: adding a field to a template, or drawing more elsewhere, leaves each device's
+ * `$perDevice` values and sequence starts as they were.
+ */
+function deviceRng(s: TemplateState, what: string, field: string): Rng {
+  return Rng.fromSeed(0, `${s.deviceKey}|${what}|${field}`)
+}
+
+/**
+ * Evaluates a `$perDevice` node once, with its own Rng and a faker whose "now" is the simulation
+ * start, so the value is the same whenever the first message is sent. Generators inside it get
+ * fresh state (a `$counter` gives its start); nested `$perDevice` values are shared.
+ */
+function drawOnce(node: Node & { kind: 'perDevice' }, s: TemplateState): unknown {
+  const rng = deviceRng(s, '$perDevice', node.field)
+  const scratch: TemplateState = {
+    ...s,
+    tMs: s.startMs,
+    rngRef: { rng },
+    faker: newFaker({ rng }, s.startMs),
+    slots: [],
+  }
+  return evaluate(node.inner, scratch, rng, 0)
 }
 
 /**
@@ -300,6 +436,10 @@ export const template: DeviceModel<TemplateState> = {
       faker: undefined as unknown as Faker,
       rngRef,
       slots: [],
+      fixed: new Map(),
+      // Read before any draw: a function of the run seed and the device id only.
+      deviceKey: rng.state().join('.'),
+      device: { id: ctx.deviceId, index: ctx.index },
       values: {},
       compiled,
     }

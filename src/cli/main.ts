@@ -7,6 +7,8 @@ import * as broker from './commands/broker.ts'
 import * as devices from './commands/devices.ts'
 import * as firehose from './commands/firehose.ts'
 import * as k8s from './commands/k8s.ts'
+import * as record from './commands/record.ts'
+import * as replay from './commands/replay.ts'
 import * as run from './commands/run.ts'
 import * as verify from './commands/verify.ts'
 
@@ -25,6 +27,8 @@ export function buildCli(argv: string[]): Argv {
     .command(firehose)
     .command(verify)
     .command(k8s)
+    .command(record)
+    .command(replay)
     .command(bench)
     .demandCommand(1, 'Name a command; `fleetsim --help` lists them.')
     .strict()

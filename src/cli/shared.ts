@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs'
 import type { Options } from 'yargs'
 import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing } from '../../devices/defaults.ts'
+import { checkPayloadBytes } from '../../devices/device.ts'
 import { parseModelParams, resolveModelParams } from '../../devices/params.ts'
-import { parseFleetMix } from '../../devices/registry.ts'
+import { MAX_PAYLOAD_BYTES } from '../../devices/payload.ts'
+import { MODELS, parseFleetMix } from '../../devices/registry.ts'
 import { redactText, rememberSecret } from '../config/redact.ts'
 import { ConfigError } from '../errors.ts'
 import { checkInt, parseDurationMs } from '../units.ts'
@@ -99,6 +101,11 @@ export const fleetOptions = {
       'Model parameter model.key=value, repeatable (e.g. vehicle.route=berlin, sensor.spikeRate=0.01)',
   },
   template: { type: 'string', describe: 'Template file (JSON or YAML) for devices of model `template`' },
+  'payload-bytes': {
+    type: 'number',
+    default: 0,
+    describe: 'Pad every payload to exactly this many bytes with a "pad" field; 0 = unpadded',
+  },
   retain: { type: 'boolean', default: false, describe: 'Publish telemetry with the retain flag' },
   status: {
     type: 'boolean',
@@ -172,6 +179,7 @@ export interface FleetArgs {
   workerKind: string
   modelParam?: Array<string | number>
   template?: string
+  payloadBytes: number
   retain: boolean
   status: boolean
   topic: string
@@ -188,6 +196,7 @@ export interface FleetArgs {
   sourceAddress?: string
   workers: string
   devices: string
+  seed?: number
 }
 
 /**
@@ -221,17 +230,28 @@ export function fleetArgs(args: FleetArgs) {
   ])
   const password = args.password ?? process.env.FLEETSIM_MQTT_PASSWORD
   rememberSecret(password)
+  const modelParams = resolveModelParams(
+    mix.map((m) => m.model),
+    parseModelParams(args.modelParam?.map(String)),
+    args.template,
+  )
+  const payloadBytes = checkInt(args.payloadBytes, '--payload-bytes', 0, MAX_PAYLOAD_BYTES)
+  if (payloadBytes > 0) {
+    // Refuse a size too small for the fleet's messages now, before any device connects.
+    checkPayloadBytes(
+      mix.map((m) => ({ modelName: m.model, model: MODELS[m.model]!, params: modelParams[m.model] })),
+      args.seed ?? 1,
+      payloadBytes,
+    )
+  }
   return {
     count,
     rampUpMs: parseDurationMs(args.rampUp, '--ramp-up'),
     connectTimeoutMs: parseDurationMs(args.connectTimeout, '--connect-timeout'),
     pacing: args.pacing as Pacing,
     workerKind: args.workerKind as 'process' | 'thread',
-    modelParams: resolveModelParams(
-      mix.map((m) => m.model),
-      parseModelParams(args.modelParam?.map(String)),
-      args.template,
-    ),
+    modelParams,
+    payloadBytes,
     retain: args.retain,
     status: args.status,
     topicTemplate: args.topic,

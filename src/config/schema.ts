@@ -13,6 +13,8 @@ import { BROKER_OPTION_RANGES, DEFAULT_MAX_PACKET_SIZE } from '../broker/limits.
 
 import { FLEET_DEFAULTS } from '../../devices/defaults.ts'
 
+import { MAX_PAYLOAD_BYTES } from '../../devices/payload.ts'
+
 export type FieldKind =
   | { type: 'string'; pattern?: string; examples?: string[] }
   | { type: 'integer'; min?: number; max?: number }
@@ -175,6 +177,14 @@ export const SCENARIO_SCHEMA = {
       type: 'string',
       describe: 'Template file (JSON or YAML) for the template model',
       flag: 'template',
+    },
+    payloadBytes: {
+      type: 'integer',
+      min: 0,
+      max: MAX_PAYLOAD_BYTES,
+      describe:
+        'Pad every device payload to exactly this many bytes with a "pad" field (broker benchmarks at a given size); unset or 0 = unpadded',
+      flag: 'payload-bytes',
     },
     transport: {
       type: 'enum',

@@ -4,6 +4,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv, Options } from 'yargs'
 import { type Bridge, startBridge } from '../../../bridge/bridge.ts'
 import { type FleetOptions, startFleet } from '../../../devices/fleet.ts'
+import { checkPayloadBytes } from '../../../devices/device.ts'
 import { parseModelParams, resolveModelParams } from '../../../devices/params.ts'
 import { MODELS } from '../../../devices/registry.ts'
 import { type EmbeddedBroker as Broker, startBroker } from '../../broker/index.ts'
@@ -463,13 +464,23 @@ function fleetRunOptions(fc: RunConfig['fleet']): Omit<Partial<FleetOptions>, 't
     ['--topic-template', rest['topicTemplate']],
     ['--client-id', rest['clientIdTemplate']],
   ])
+  const params = resolveModelParams(
+    fc.devices.map((d) => d.model),
+    parseModelParams((modelParams as string[] | undefined) ?? []),
+    template as string | undefined,
+  )
+  const payloadBytes = rest['payloadBytes'] as number | undefined
+  if (payloadBytes) {
+    // Refuse a size too small for the fleet's messages now, before anything starts.
+    checkPayloadBytes(
+      fc.devices.map((m) => ({ modelName: m.model, model: MODELS[m.model]!, params: params[m.model] })),
+      fc.seed,
+      payloadBytes,
+    )
+  }
   return {
     ...(rest as Partial<FleetOptions>),
-    modelParams: resolveModelParams(
-      fc.devices.map((d) => d.model),
-      parseModelParams((modelParams as string[] | undefined) ?? []),
-      template as string | undefined,
-    ),
+    modelParams: params,
     mqttVersion: mqttVersion === '5' ? 5 : 4,
     ...(tls ? { tls } : {}),
     transport: (transport as 'auto' | 'memory' | 'tcp' | undefined) ?? 'auto',
