@@ -27,8 +27,8 @@ export type ParentMessage =
   | { type: 'stop' }
 
 const WORKER_ENTRY = new URL('./worker.ts', import.meta.url)
-/** A thread needs tsx registered before it can load worker.ts (see worker-thread.js). */
-const THREAD_ENTRY = new URL('./worker-thread.js', import.meta.url)
+/** A thread needs tsx registered before it can load worker.ts: the one boot file of every fleetsim thread. */
+const THREAD_ENTRY = new URL('../src/runtime/thread-boot.mjs', import.meta.url)
 
 /** One worker, process or thread, behind the same small interface. */
 interface Channel {
