@@ -135,7 +135,7 @@ describe('fleetsim run', () => {
       '--firehose-port',
       '0',
     ])
-    await run.waitFor(({ stdout }) => /\[\s+\d+s\] devices/.test(stdout))
+    await run.waitFor(({ stdout }) => /published [1-9]/.test(stdout))
     run.child.kill('SIGINT')
     await run.waitFor(({ stderr }) => stderr.includes('stopping gracefully'))
     run.child.kill('SIGINT')
@@ -183,7 +183,7 @@ describe('fleetsim run', () => {
       '60',
     ])
     // The first progress line means devices are publishing.
-    await run.waitFor(({ stdout }) => /\[\s+\d+s\] devices/.test(stdout))
+    await run.waitFor(({ stdout }) => /published [1-9]/.test(stdout))
     expect(run.out.stdout).toContain('for until Ctrl-C')
     run.child.kill('SIGINT')
     expect(await run.exited).toBe(0)

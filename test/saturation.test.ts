@@ -42,7 +42,8 @@ describe('which stage saturated first', () => {
       run(10, () => ({ offered: 1000, published: 1000, relayed: 1000, accepted: 1000 })),
     )
     expect(r.first).toBeNull()
-    expect(r.verdict).toBe('none: the pipeline carried the offered load (offered 1,000/s, achieved 1,000/s)')
+    expect(r.verdict).toBe('none: the pipeline carried the offered load')
+    expect(r.offeredRate).toBe(1000)
   })
 
   it('names Firehose when it refuses, even though the bridge and the devices back up behind it', () => {
@@ -64,15 +65,24 @@ describe('which stage saturated first', () => {
     expect(r.first).toBe('firehose')
     expect(r.firstAtS).toBe(3)
     expect(r.secondsSaturated).toMatchObject({ firehose: 7, bridge: 4, fleet: 0 })
-    expect(r.verdict).toMatch(/^firehose first, at 3 s .*; offered 1,000\/s, achieved 720\/s$/)
+    expect(r.verdict).toMatch(
+      /^firehose first, at 3 s \(Firehose refused .*\); saturated bridge 4 s, firehose 7 s$/,
+    )
+    expect(r.achievedRate).toBe(720)
   })
 
   it('names the broker when its backlog to the bridge grows and nothing downstream is busy', () => {
     const r = analyseSaturation(
-      run(5, () => ({ offered: 2000, published: 2000, relayed: 1500, accepted: 1500 })),
+      run(5, () => ({ offered: 2000, published: 2000, relayed: 500, accepted: 500 })),
     )
     expect(r.first).toBe('broker')
-    expect(r.windows.at(-1)!.brokerBacklog).toBe(2500)
+    expect(r.windows.at(-1)!.brokerBacklog).toBe(7500)
+    expect(r.firstAtS).toBe(2) // once the backlog holds more than 2 s of publishes (4,500 > 4,000)
+    // A backlog of a second's publishes (the pipeline's normal depth) is not a fall behind.
+    const shallow = analyseSaturation(
+      run(5, (i) => ({ offered: 2000, published: 2000, relayed: i === 1 ? 0 : 2000, accepted: 2000 })),
+    )
+    expect(shallow.first).toBeNull()
   })
 
   it('names the fleet when it makes fewer sends than intended and everything downstream keeps up', () => {

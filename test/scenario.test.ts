@@ -83,6 +83,7 @@ describe('scenario files: one schema, resolved from file, then flags, then envir
       thresholds: { maxLoss: 0, p99Of: 'accepted' },
       report: {},
       metrics: {},
+      engine: { singleThread: false },
     })
   })
 

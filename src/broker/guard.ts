@@ -229,23 +229,15 @@ export interface ReadGate {
  * With a `gate`, a connection that has published reads nothing while the gate is closed (the
  * broker's routing queue is over its high-water mark); it is woken when the queue has drained.
  *
- * With `maxPacketsPerRead`, a read returns at most that many whole packets once the client is
- * connected, and puts the rest back (`unshift`). aedes handles every packet of one read at once and
- * reads again only when all of them are done, and a QoS 1 publish is done only once it has been
- * handed to its subscribers; so this bounds what one client can have queued inside the broker, and
- * a client that publishes faster than the subscribers take its messages waits, end to end, instead
- * of the broker's queues growing (see limits.ts MAX_PACKETS_PER_READ).
- *
  * @example guardConnection(socket, new PacketBoundaries(limits), (r) => refuse(socket, r)); aedes.handle(socket)
  */
 export function guardConnection(
   stream: Duplex,
   boundaries: PacketBoundaries,
   onRefused: (refusal: Refusal) => void,
-  opts: { maxPacketsPerRead?: number; gate?: ReadGate } = {},
+  opts: { gate?: ReadGate } = {},
 ): void {
   const read = stream.read
-  const maxPacketsPerRead = opts.maxPacketsPerRead ?? Number.POSITIVE_INFINITY
   const gate = opts.gate
   let refused = false
   stream.read = function guardedRead(this: Duplex, size?: number) {
@@ -258,19 +250,11 @@ export function guardConnection(
     }
     const chunk: unknown = read.call(this, size)
     if (chunk === null || chunk === undefined) return chunk
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
-    const { consumed, refusal } = boundaries.follow(
-      bytes,
-      boundaries.connected ? maxPacketsPerRead : Number.POSITIVE_INFINITY,
-    )
+    const refusal = boundaries.inspect(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Uint8Array))
     if (refusal) {
       refused = true
       onRefused(refusal)
       return null
-    }
-    if (consumed < bytes.length) {
-      this.unshift(bytes.subarray(consumed))
-      return bytes.subarray(0, consumed)
     }
     return chunk
   }

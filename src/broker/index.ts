@@ -37,7 +37,6 @@ import {
   DRAIN_POLL_MS,
   DRAIN_TIMEOUT_MS,
   LISTEN_TIMEOUT_MS,
-  MAX_PACKETS_PER_READ,
   ROUTING_HIGH_WATER,
   ROUTING_LOW_WATER,
   MQ_CONCURRENCY,
@@ -281,7 +280,6 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
     connectionsTotal++
     stream.once('close', () => connections.delete(conn))
     guardConnection(stream, conn.boundaries, (refusal) => refuse(conn, refusal), {
-      maxPacketsPerRead: MAX_PACKETS_PER_READ,
       gate,
     })
     return aedesHandle(stream, req)

@@ -110,18 +110,6 @@ export const MQ_CONCURRENCY = 2_000
 export const ROUTING_HIGH_WATER = 10_000
 export const ROUTING_LOW_WATER = 2_000
 
-/**
- * Whole packets the broker takes from one connection per read, once it has connected (guard.ts).
- * aedes acknowledges a QoS 1 PUBLISH before it hands it to the subscribers, and reads the next
- * batch only once every packet of the current one has been handed over; without a bound, one read
- * can be hundreds of packets per client, all acknowledged, all queued inside the broker when the
- * subscriber (the bridge) is slower than the publishers. With this bound a client waits for its
- * previous batch to reach the subscribers, so overload holds the publishers back instead of
- * growing the broker's memory. Small enough for that, large enough that a busy client's packets
- * are not handed over one read call each.
- */
-export const MAX_PACKETS_PER_READ = 16
-
 /** The accepted range of each numeric option: [min, max], checked by startBroker and the CLI. */
 export const BROKER_OPTION_RANGES = {
   port: [0, 65_535],

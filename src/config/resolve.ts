@@ -45,6 +45,7 @@ export interface RunConfig {
   thresholds: { maxLoss: number; maxP99Ms?: number; p99Of: 'accepted' | 'written'; minRate?: number }
   report: { json?: string; html?: string }
   metrics: { port?: number }
+  engine: { singleThread: boolean }
 }
 
 export interface ScenarioFile {
@@ -181,6 +182,7 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
     thresholds: dropUndefined({ ...v.thresholds }) as RunConfig['thresholds'],
     report: dropUndefined({ ...v.report }) as RunConfig['report'],
     metrics: dropUndefined({ ...v.metrics }) as RunConfig['metrics'],
+    engine: v.engine as RunConfig['engine'],
   }
   if (typeof fileData['name'] === 'string') config.name = fileData['name']
   if (typeof fileData['description'] === 'string') config.description = fileData['description']

@@ -323,6 +323,15 @@ export const SCENARIO_SCHEMA = {
     json: { type: 'string', describe: 'Write the JSON report here', flag: 'report' },
     html: { type: 'string', describe: 'Write the HTML report here', flag: 'report' },
   },
+  engine: {
+    singleThread: {
+      type: 'boolean',
+      default: false,
+      describe:
+        'Run every part in one thread (devices over in-memory streams); by default fleet, bridge and local Firehose get a thread each when there are 2+ cores',
+      flag: 'single-thread',
+    },
+  },
   metrics: {
     port: {
       type: 'integer',

@@ -5,6 +5,7 @@ import type { RunConfig } from '../config/resolve.ts'
 import { writeAtomic } from '../runtime/atomic.ts'
 import type { LatencySummary } from '../metrics/histogram.ts'
 import type { Sample } from '../metrics/run-metrics.ts'
+import type { SaturationWindow, Stage } from '../metrics/saturation.ts'
 import type { ThresholdCheck } from '../verify/thresholds.ts'
 import type { Verification } from '../verify/verify.ts'
 import { renderHtmlReport } from './html.ts'
@@ -22,7 +23,31 @@ export interface RunReport {
   /** Seconds the devices published. */
   publishDurationS: number
   /** How the run ended: the duration elapsed, or an interrupt. */
-  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet'
+  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread'
+  /** How the parts were spread over threads, and each thread's busy CPU seconds. */
+  engine: {
+    layout: 'single' | 'split' | 'edge'
+    transport: 'memory' | 'tcp'
+    describe: string
+    reason: string
+    threads: Array<{ thread: string; parts: string[]; busyS: number; cpuS: number | null }>
+  }
+  /** Offered against achieved load, which stage saturated first, and the backlog each second. */
+  load: {
+    pacing: 'closed' | 'open'
+    offered: number
+    achieved: number
+    offeredRate: number
+    achievedRate: number
+    deferred: number
+    late: number
+    skipped: number
+    saturated: Stage | null
+    saturatedAtS: number | null
+    secondsSaturated: Record<Stage, number>
+    verdict: string
+    windows: SaturationWindow[]
+  }
   config: RunConfig
   summary: {
     devices: number

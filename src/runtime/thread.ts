@@ -1,5 +1,6 @@
 import { type MessagePort, parentPort, Worker, workerData } from 'node:worker_threads'
 import { FleetsimError } from '../errors.ts'
+import { threadCpuMs } from './thread-cpu.ts'
 
 /**
  * A part of a run (the local Firehose, the fleet with its broker, …) in its own worker thread, so
@@ -29,8 +30,10 @@ export interface ThreadPart {
   readonly died: Promise<FleetsimError>
   /** Calls the part's `close` (if it has one), then ends the thread; idempotent. */
   close(): Promise<void>
-  /** CPU time of the thread's event loop (busy share since start), for the report's per-stage split. */
+  /** The thread's event loop utilisation since it started (busy share, wall time). */
   eventLoopUtilization(): { idle: number; active: number; utilization: number }
+  /** CPU milliseconds the thread has used, as it last reported (once a second); undefined off Linux. */
+  cpuMs(): number | undefined
 }
 
 type Request = { id: number; method: string; arg: unknown }
@@ -40,6 +43,9 @@ type Response =
   | { event: string; value: unknown }
 
 const BOOT = new URL('./thread-boot.mjs', import.meta.url)
+/** The event a part sends with its thread's CPU time. */
+const CPU_EVENT = '__cpu'
+const CPU_REPORT_MS = 1000
 
 /** Longest wait for a part's `close` before the thread is terminated anyway. */
 const CLOSE_TIMEOUT_MS = 30_000
@@ -56,6 +62,9 @@ export async function startThread(entry: URL, init: unknown, opts: { name: strin
   const pending = new Map<number, { resolve(v: unknown): void; reject(e: unknown): void }>()
   const listeners = new Map<string, Array<(v: unknown) => void>>()
   let closing: Promise<void> | undefined
+  /** Set once the part's `close` was called (by call('close') or close()), or the thread has exited. */
+  let partClosed = false
+  let exitedWith: FleetsimError | undefined
   let reportDeath!: (e: FleetsimError) => void
   const died = new Promise<FleetsimError>((r) => {
     reportDeath = r
@@ -65,7 +74,12 @@ export async function startThread(entry: URL, init: unknown, opts: { name: strin
     pending.clear()
     if (!closing) reportDeath(err)
   }
+  let cpu: number | undefined
   worker.on('message', (m: Response) => {
+    if ('event' in m && m.event === CPU_EVENT) {
+      cpu = m.value as number | undefined
+      return
+    }
     if ('event' in m) {
       for (const fn of listeners.get(m.event) ?? []) fn(m.value)
       return
@@ -83,9 +97,10 @@ export async function startThread(entry: URL, init: unknown, opts: { name: strin
       }),
     ),
   )
-  worker.on('exit', (code) =>
-    fail(new FleetsimError('FLEETSIM_THREAD_EXITED', `the ${opts.name} thread exited (code ${code})`)),
-  )
+  worker.on('exit', (code) => {
+    exitedWith = new FleetsimError('FLEETSIM_THREAD_EXITED', `the ${opts.name} thread exited (code ${code})`)
+    fail(exitedWith)
+  })
   await new Promise<void>((resolve, reject) => {
     worker.once('online', () => resolve())
     worker.once('error', reject)
@@ -93,6 +108,8 @@ export async function startThread(entry: URL, init: unknown, opts: { name: strin
   const part: ThreadPart = {
     name: opts.name,
     call<T>(method: string, arg?: unknown): Promise<T> {
+      if (exitedWith) return Promise.reject(exitedWith)
+      if (method === 'close') partClosed = true
       const id = nextId++
       return new Promise<T>((resolve, reject) => {
         pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
@@ -106,11 +123,12 @@ export async function startThread(entry: URL, init: unknown, opts: { name: strin
     },
     died,
     eventLoopUtilization: () => worker.performance.eventLoopUtilization(),
+    cpuMs: () => cpu,
     close() {
       closing ??= (async () => {
         let timer: NodeJS.Timeout | undefined
         await Promise.race([
-          part.call('close').catch(() => {}),
+          partClosed ? Promise.resolve() : part.call('close').catch(() => {}),
           new Promise((r) => {
             timer = setTimeout(r, CLOSE_TIMEOUT_MS)
           }),
@@ -142,6 +160,9 @@ export function serveThread<Init>(
   const port = parentPort as MessagePort | null
   if (!port) throw new FleetsimError('FLEETSIM_THREAD', 'serveThread() runs only in a worker thread')
   const emit = (event: string, value: unknown) => port.postMessage({ event, value } satisfies Response)
+  // The thread's CPU time, once a second and at close, for the run's per-thread CPU split.
+  const cpuTimer = setInterval(() => emit(CPU_EVENT, threadCpuMs()), CPU_REPORT_MS)
+  cpuTimer.unref()
   const handlers = Promise.resolve(setup((workerData as { init: Init }).init, emit))
   port.on('message', async ({ id, method, arg }: Request) => {
     try {
@@ -149,6 +170,10 @@ export function serveThread<Init>(
       const fn = method === 'ready' ? () => true : h[method]
       if (!fn) throw new FleetsimError('FLEETSIM_THREAD', `this part has no method '${method}'`)
       const value = await fn(arg)
+      if (method === 'close') {
+        clearInterval(cpuTimer)
+        emit(CPU_EVENT, threadCpuMs())
+      }
       port.postMessage({ id, ok: true, value } satisfies Response)
       if (method === 'close') port.close()
     } catch (err) {

@@ -6,7 +6,7 @@ import { sourceFrom } from '../../verify/source.ts'
 import { checkThresholds } from '../../verify/thresholds.ts'
 import { type RunManifest, verifyObjects } from '../../verify/verify.ts'
 import { n } from '../shared.ts'
-import { latency } from './run.ts'
+import { latency } from '../run/summary.ts'
 
 export const command = 'verify'
 export const describe =

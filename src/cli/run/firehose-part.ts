@@ -14,17 +14,18 @@ export type FirehosePartInit = Omit<LocalFirehoseOptions, 'sink' | 'now' | 'onEr
   reportEveryMs: number
 }
 
-serveThread<FirehosePartInit>((init, emit) => {
+serveThread<unknown>((_boot, emit) => {
   let firehose: LocalFirehose | undefined
   const latency = new AcceptLatency()
-  const sink = new FolderSink(init.objectsDir)
+  let sink: FolderSink | undefined
   const report = () => {
     if (firehose) emit('stats', { stats: firehose.stats(), accepted: latency.takeDelta() })
   }
   let timer: NodeJS.Timeout | undefined
   return {
-    async start() {
-      const { objectsDir: _o, reportEveryMs, ...opts } = init
+    async start(arg) {
+      const { objectsDir, reportEveryMs, ...opts } = arg as FirehosePartInit
+      sink = new FolderSink(objectsDir)
       firehose = await startLocalFirehose({
         ...opts,
         sink,
@@ -40,12 +41,14 @@ serveThread<FirehosePartInit>((init, emit) => {
       }
     },
     stats: () => ({ stats: firehose?.stats(), accepted: latency.takeDelta() }),
-    written: () => [...sink.written],
+    written: () => [...(sink?.written ?? [])],
     flush: () => firehose?.flush(),
+    /** Delivers what it holds, sends the last stats, and gives the paths of every object written. */
     async close() {
       clearInterval(timer)
       await firehose?.close()
       report()
+      return [...(sink?.written ?? [])]
     },
   }
 })

@@ -12,7 +12,7 @@ export interface FirehoseThread {
   readonly thread: ThreadPart
   /** The latest stats the thread sent (at most reportEveryMs old). */
   stats(): FirehoseStats
-  /** Paths of the objects written so far, in order (for verification). */
+  /** Paths of the objects written, in order (for verification); after close(), all of them. */
   written(): Promise<string[]>
   /** Delivers what it holds, stops, ends the thread. Idempotent. */
   close(): Promise<void>
@@ -25,10 +25,9 @@ export interface FirehoseThread {
 export async function startFirehoseThread(
   init: FirehosePartInit,
   hooks: { onAccepted(delta: EncodedHistogram): void; onError(message: string): void },
+  booted?: ThreadPart,
 ): Promise<FirehoseThread> {
-  const thread = await startThread(new URL('./firehose-part.ts', import.meta.url), init, {
-    name: 'local Firehose',
-  })
+  const thread = booted ?? (await bootFirehoseThread())
   let latest: FirehoseStats | undefined
   const take = (v: unknown) => {
     const m = v as { stats?: FirehoseStats; accepted: EncodedHistogram }
@@ -44,20 +43,22 @@ export async function startFirehoseThread(
     recovered: { streams: number; records: number }
   }
   try {
-    started = await thread.call('start')
+    started = await thread.call('start', init)
   } catch (err) {
     await thread.close()
     throw err
   }
   let closing: Promise<void> | undefined
+  let final: string[] | undefined
   return {
     ...started,
     thread,
     stats: () => latest ?? emptyStats(),
-    written: () => thread.call<string[]>('written'),
+    written: () => (final ? Promise.resolve(final) : thread.call<string[]>('written')),
     close() {
       closing ??= (async () => {
         // The part's close delivers what it holds, then sends its last stats and latencies.
+        final = await thread.call<string[]>('close').catch(() => final)
         await thread.close()
       })()
       return closing
@@ -89,3 +90,7 @@ function emptyStats(): FirehoseStats {
     byStream: {},
   }
 }
+
+/** Starts the thread only (the slow part: a thread loads its modules), to overlap with others. */
+export const bootFirehoseThread = () =>
+  startThread(new URL('./firehose-part.ts', import.meta.url), {}, { name: 'local Firehose' })

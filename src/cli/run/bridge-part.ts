@@ -1,0 +1,41 @@
+// The bridge as a part of `fleetsim run` in its own worker thread (src/runtime/thread.ts): its
+// spool writes, batching and SDK calls get an event loop of their own.
+import { type Bridge, type BridgeOptions, startBridge } from '../../../bridge/bridge.ts'
+import { serveThread } from '../../runtime/thread.ts'
+
+/** The serialisable options of startBridge (no client, clock, signal or callbacks) and the report period. */
+export type BridgePartInit = Omit<
+  BridgeOptions,
+  'firehose' | 'clock' | 'random' | 'signal' | 'onError' | 'onEvent' | 'onFatal'
+> & { reportEveryMs: number }
+
+serveThread<unknown>((_boot, emit) => {
+  let bridge: Bridge | undefined
+  let timer: NodeJS.Timeout | undefined
+  const abort = new AbortController()
+  const report = () => {
+    if (bridge) emit('stats', bridge.stats())
+  }
+  return {
+    async start(arg) {
+      const { reportEveryMs, ...opts } = arg as BridgePartInit
+      bridge = await startBridge({
+        ...opts,
+        signal: abort.signal,
+        onError: (err) => emit('error', err instanceof Error ? err.message : String(err)),
+        onEvent: (e) => emit('event', e),
+      })
+      void bridge.failed.then((err) => emit('failed', { message: err.message, code: err.code }))
+      timer = setInterval(report, reportEveryMs)
+      return bridge.stats()
+    },
+    /** Stops waiting for the broker (a start that has not connected yet rejects with FLEETSIM_ABORTED). */
+    abort: () => abort.abort(),
+    stats: () => bridge?.stats(),
+    async close() {
+      clearInterval(timer)
+      await bridge?.close()
+      report()
+    },
+  }
+})

@@ -1,0 +1,65 @@
+// The fleet of `fleetsim run` in its own worker thread, and in the `edge` layout the embedded broker
+// with it (devices over in-memory streams, the broker also listening on TCP for the bridge). The run
+// starts the broker first (when it is here), then, once the bridge has subscribed, the fleet.
+import { type Fleet, type FleetOptions, startFleet } from '../../../devices/fleet.ts'
+import type { FleetsimError } from '../../errors.ts'
+import { type EmbeddedBroker, type EmbeddedBrokerOptions, startBroker } from '../../broker/index.ts'
+import { serveThread } from '../../runtime/thread.ts'
+
+export interface EdgePartInit {
+  reportEveryMs: number
+}
+
+/** Fleet options that can cross a thread boundary: the transport is named, the part builds it. */
+export type EdgeFleetOptions = Omit<FleetOptions, 'transport' | 'signal' | 'clock'> & {
+  transport: 'memory' | 'tcp'
+}
+
+serveThread<EdgePartInit>((init, emit) => {
+  let broker: EmbeddedBroker | undefined
+  let fleet: Fleet | undefined
+  let timer: NodeJS.Timeout | undefined
+  const abort = new AbortController()
+  const report = () => emit('stats', { fleet: fleet?.stats(), broker: broker?.stats() })
+  return {
+    async startBroker(arg) {
+      broker = await startBroker({ ...(arg as EmbeddedBrokerOptions), signal: abort.signal })
+      timer ??= setInterval(report, init.reportEveryMs)
+      return { url: broker.url, port: broker.port }
+    },
+    async startFleet(arg) {
+      const { transport, ...opts } = arg as EdgeFleetOptions
+      const b = broker
+      fleet = await startFleet({
+        ...opts,
+        transport:
+          b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' },
+        waitForConnections: false,
+        signal: abort.signal,
+      })
+      void fleet.allConnected.then(() => emit('allConnected', true))
+      void fleet.finished.then(() => emit('finished', true))
+      void fleet.failed.then((e: FleetsimError) => emit('failed', { message: e.message, code: e.code }))
+      timer ??= setInterval(report, init.reportEveryMs)
+      return fleet.stats()
+    },
+    /** One Ctrl-C reaches every phase of the fleet, connecting included. */
+    abort: () => abort.abort(),
+    stats: () => ({ fleet: fleet?.stats(), broker: broker?.stats() }),
+    async stopFleet() {
+      await fleet?.stop()
+      report()
+      return { stats: fleet?.stats(), sent: [...(fleet?.sent() ?? [])] }
+    },
+    async closeBroker() {
+      clearInterval(timer)
+      await broker?.close()
+      report()
+    },
+    async close() {
+      clearInterval(timer)
+      await fleet?.stop()
+      await broker?.close()
+    },
+  }
+})

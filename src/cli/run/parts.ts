@@ -1,0 +1,353 @@
+import { resolve } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { type BridgeStats, startBridge } from '../../../bridge/bridge.ts'
+import type { BridgeError } from '../../../bridge/errors.ts'
+import { emptyFleetStats, type FleetOptions, type FleetStats, startFleet } from '../../../devices/fleet.ts'
+import { type BrokerStats, type EmbeddedBroker, startBroker } from '../../broker/index.ts'
+import type { RunConfig } from '../../config/index.ts'
+import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
+import type { FleetsimError } from '../../errors.ts'
+import { type FirehoseStats, type LocalFirehose, startLocalFirehose } from '../../firehose/server.ts'
+import { FolderSink } from '../../firehose/sink.ts'
+import type { EncodedHistogram } from '../../metrics/histogram.ts'
+import { AbortedError } from '../../runtime/clock.ts'
+import type { ThreadPart } from '../../runtime/thread.ts'
+import { threadCpuMs } from '../../runtime/thread-cpu.ts'
+import { type BridgeThread, bootBridgeThread, startBridgeThread } from './bridge-thread.ts'
+import type { EdgeFleetOptions } from './edge-part.ts'
+import { bootEdgeThread, type EdgeThread, edgeThread } from './edge-thread.ts'
+import { bootFirehoseThread, type FirehoseThread, startFirehoseThread } from './firehose-thread.ts'
+import type { PartName, RunPlan, ThreadName } from './plan.ts'
+
+/** How often parts in threads send their stats: the progress and the series are once a second. */
+export const REPORT_EVERY_MS = 500
+/**
+ * How long the bridge may take at the end to deliver what it holds. A run under overload can end
+ * with a spool of up to 100,000 messages (the bridge's bound) to send; at a few thousand records a
+ * second that takes tens of seconds. Past it, what is left stays in the spool for the next start
+ * and the run reports it as not delivered.
+ */
+export const RUN_BRIDGE_DRAIN_MS = 120_000
+
+/** The busy share of an event loop (its utilisation) since the previous reading. */
+export interface LoopMeter {
+  readonly name: ThreadName
+  /** The parts this loop runs, e.g. ['broker'] for main in the split layout. */
+  readonly parts: PartName[]
+  /** Busy share since the previous call (0..1). */
+  busy(): number
+  /** Busy milliseconds since the run started (wall time: includes waiting for a core). */
+  activeMs(): number
+  /** CPU milliseconds the thread used since the run started; undefined off Linux. */
+  cpuMs(): number | undefined
+}
+
+/** The parts of a run, wherever they run, as the engine drives them. */
+export interface Parts {
+  readonly brokerUrl: string
+  readonly firehoseUrl: string | undefined
+  readonly objectsLocation: string | undefined
+  readonly loops: LoopMeter[]
+  fleetStats(): FleetStats
+  bridgeStats(): BridgeStats
+  firehoseStats(): FirehoseStats | undefined
+  brokerStats(): BrokerStats | undefined
+  readonly bridgeFailed: Promise<BridgeError>
+  /** Resolves when a thread dies on its own (a crash): the run ends, naming it. */
+  readonly threadDied: Promise<FleetsimError>
+  /** Starts the fleet (the bridge is subscribed by then). */
+  startFleet(opts: EdgeFleetOptions): Promise<void>
+  readonly fleetFinished: Promise<void>
+  readonly fleetFailed: Promise<FleetsimError>
+  /** Stops the fleet's connects and waits at once (a Ctrl-C). */
+  abortFleet(): void
+  /** Stops publishing and waits for acknowledgements; gives what each device sent. */
+  stopFleet(): Promise<{ stats: FleetStats; sent: Map<string, number> }>
+  /** Drains the bridge (up to RUN_BRIDGE_DRAIN_MS), then the local Firehose, then closes the broker. */
+  closeDownstream(): Promise<void>
+  /** Paths of the objects the local Firehose wrote, in order. */
+  written(): Promise<string[]>
+  /** Closes whatever is still open (after a failed start too). Idempotent. */
+  closeAll(): Promise<void>
+}
+
+export interface PartsHooks {
+  onAccepted(delta: EncodedHistogram): void
+  /** Records of a local Firehose in this thread accepted at `nowMs` (no encoding needed). */
+  onAcceptedLocal(records: readonly Uint8Array[], nowMs: number): void
+  onError(where: string, message: string): void
+  /** A first Ctrl-C: stops a bridge still waiting for its broker. */
+  signal: AbortSignal
+}
+
+/**
+ * Starts broker, local Firehose and bridge where the plan puts them, in that order (the bridge
+ * subscribes before any device may publish, so nothing a device sends goes to no subscriber).
+ * The fleet starts later, with startFleet().
+ */
+export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsHooks): Promise<Parts> {
+  const out = resolve(config.firehose.out)
+  const hc = config.firehose
+  const closers: Array<() => Promise<void>> = []
+  const closeAll = async () => {
+    for (const c of closers.splice(0).reverse()) await c().catch(() => {})
+  }
+  const loops: LoopMeter[] = [mainLoop(plan)]
+  const dead: Array<Promise<FleetsimError>> = []
+  const meter = (name: ThreadName, thread: ThreadPart) => {
+    loops.push(threadLoop(name, plan, thread))
+    dead.push(thread.died)
+  }
+
+  try {
+    // Threads load their modules first, all at once (seconds each on a busy machine); the parts in
+    // them then start in order.
+    const booting = [
+      plan.where.fleet === 'fleet' ? bootEdgeThread({ reportEveryMs: REPORT_EVERY_MS }) : undefined,
+      plan.where.firehose === 'firehose' ? bootFirehoseThread() : undefined,
+      plan.where.bridge === 'bridge' ? bootBridgeThread() : undefined,
+    ]
+    const booted = await Promise.allSettled(booting)
+    const stopIfAborted = () => {
+      if (hooks.signal.aborted) throw new AbortedError('interrupted while starting')
+    }
+    for (const b of booted) if (b.status === 'fulfilled' && b.value) closers.push(() => b.value!.close())
+    for (const b of booted) if (b.status === 'rejected') throw b.reason
+    const [edgeBoot, firehoseBoot, bridgeBoot] = booted.map((b) =>
+      b.status === 'fulfilled' ? b.value : undefined,
+    )
+
+    stopIfAborted()
+    // Broker: in the main thread (single, split) or with the fleet in its thread (edge), or none.
+    let broker: EmbeddedBroker | undefined
+    let edge: EdgeThread | undefined
+    let brokerUrl = config.broker.url
+    const brokerOpts = { port: config.broker.port, maxPacketSize: config.broker.maxPacketSize }
+    if (edgeBoot) {
+      edge = edgeThread(edgeBoot)
+      closers.push(() => edge!.close())
+      meter('fleet', edge.thread)
+    }
+    if (plan.where.broker === 'main') {
+      broker = await startBroker(brokerOpts)
+      closers.push(() => broker!.close())
+      brokerUrl = broker.url
+    } else if (plan.where.broker === 'fleet') {
+      brokerUrl = (await edge!.startBroker(brokerOpts)).url
+    }
+
+    stopIfAborted()
+    // Local Firehose.
+    let fhLocal: LocalFirehose | undefined
+    let fhThread: FirehoseThread | undefined
+    let localSink: FolderSink | undefined
+    const streams = [{ name: hc.stream, intervalInSeconds: hc.bufferIntervalS, sizeInMBs: hc.bufferSizeMB }]
+    if (plan.where.firehose === 'main') {
+      localSink = new FolderSink(resolve(out, 's3'))
+      fhLocal = await startLocalFirehose({
+        outDir: out,
+        port: hc.port,
+        sink: localSink,
+        createStreams: streams,
+        flags: { port: '--firehose-port' },
+        onError: (err) => hooks.onError('firehose', err instanceof Error ? err.message : String(err)),
+        onAccepted: (_s, records, nowMs) => hooks.onAcceptedLocal(records, nowMs),
+      })
+      closers.push(() => fhLocal!.close())
+    } else if (plan.where.firehose === 'firehose') {
+      fhThread = await startFirehoseThread(
+        {
+          outDir: out,
+          objectsDir: resolve(out, 's3'),
+          port: hc.port,
+          createStreams: streams,
+          flags: { port: '--firehose-port' },
+          reportEveryMs: REPORT_EVERY_MS,
+        },
+        { onAccepted: hooks.onAccepted, onError: (m) => hooks.onError('firehose', m) },
+        firehoseBoot,
+      )
+      closers.push(() => fhThread!.close())
+      meter('firehose', fhThread.thread)
+    }
+    const firehoseUrl = fhLocal?.url ?? fhThread?.url
+
+    stopIfAborted()
+    // Bridge: subscribed before the fleet starts.
+    const bridgeOpts = {
+      brokerUrl,
+      topics: config.bridge.topics,
+      stream: hc.stream,
+      endpoint: firehoseUrl,
+      region: hc.region,
+      lingerMs: config.bridge.lingerMs,
+      maxInFlightCalls: config.bridge.maxInFlightCalls,
+      spoolDir: resolve(out, 'spool'),
+      drainTimeoutMs: RUN_BRIDGE_DRAIN_MS,
+      // The bridge waits for its broker within the run's --connect-timeout, counted from the start of
+      // the process: a broker that is not there ends the run as a fleet that cannot connect would.
+      startTimeoutMs: bridgeStartTimeoutMs(
+        (config.fleet.extra['connectTimeoutMs'] as number | undefined) ?? FLEET_DEFAULTS.connectTimeoutMs,
+      ),
+    }
+    let bridgeStats: () => BridgeStats
+    let bridgeFailed: Promise<BridgeError>
+    let closeBridge: () => Promise<void>
+    if (plan.where.bridge === 'bridge') {
+      const t: BridgeThread = await startBridgeThread(
+        { ...bridgeOpts, reportEveryMs: REPORT_EVERY_MS },
+        { onError: (m) => hooks.onError('bridge', m), signal: hooks.signal },
+        bridgeBoot,
+      )
+      closers.push(() => t.close())
+      meter('bridge', t.thread)
+      bridgeStats = () => t.stats()
+      bridgeFailed = t.failed
+      closeBridge = () => t.close()
+    } else {
+      const b = await startBridge({
+        ...bridgeOpts,
+        signal: hooks.signal,
+        onError: (err) => hooks.onError('bridge', err instanceof Error ? err.message : String(err)),
+      })
+      closers.push(() => b.close())
+      bridgeStats = () => b.stats()
+      bridgeFailed = b.failed
+      closeBridge = () => b.close()
+    }
+
+    // Fleet: in the main thread (single) or its thread (split, edge).
+    let local: Awaited<ReturnType<typeof startFleet>> | undefined
+    let localAbort: AbortController | undefined
+    let resolveFinished!: () => void
+    let resolveFailed!: (e: FleetsimError) => void
+    const fleetFinished = new Promise<void>((r) => {
+      resolveFinished = r
+    })
+    const fleetFailed = new Promise<FleetsimError>((r) => {
+      resolveFailed = r
+    })
+    const total = config.fleet.devices.reduce((s, d) => s + d.count, 0)
+    let lastFleet: FleetStats = emptyFleetStats(total)
+
+    return {
+      brokerUrl,
+      firehoseUrl,
+      objectsLocation: fhLocal?.objectsLocation ?? fhThread?.objectsLocation,
+      loops,
+      fleetStats: () => {
+        const s = local?.stats() ?? edge?.fleetStats()
+        if (s) lastFleet = s
+        return lastFleet
+      },
+      bridgeStats: () => bridgeStats(),
+      firehoseStats: () => fhLocal?.stats() ?? fhThread?.stats(),
+      brokerStats: () => broker?.stats() ?? edge?.brokerStats(),
+      bridgeFailed,
+      threadDied: Promise.race(dead.length ? dead : [new Promise<never>(() => {})]),
+      async startFleet(opts) {
+        if (edge) {
+          void edge.finished.then(resolveFinished)
+          void edge.failed.then(resolveFailed)
+          await edge.startFleet(opts)
+          return
+        }
+        const { transport, ...rest } = opts
+        const b = broker
+        localAbort = new AbortController()
+        local = await startFleet({
+          ...rest,
+          transport:
+            b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' },
+          waitForConnections: false,
+          signal: localAbort.signal,
+        } satisfies FleetOptions)
+        closers.push(() => local!.stop())
+        void local.finished.then(resolveFinished)
+        void local.failed.then(resolveFailed)
+      },
+      fleetFinished,
+      fleetFailed,
+      abortFleet: () => {
+        localAbort?.abort()
+        edge?.abort()
+      },
+      async stopFleet() {
+        if (edge) return edge.stopFleet()
+        await local?.stop()
+        return { stats: local?.stats() ?? lastFleet, sent: local?.sent() ?? new Map() }
+      },
+      async closeDownstream() {
+        await closeBridge()
+        await fhLocal?.close()
+        await fhThread?.close()
+        await broker?.close()
+        await edge?.closeBroker()
+      },
+      written: async () => localSink?.written ?? (fhThread ? await fhThread.written() : []),
+      closeAll,
+    }
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+}
+
+/** What is left of the run's connect timeout since the process started; 0 (wait for ever) = an hour, Ctrl-C still stops it. */
+function bridgeStartTimeoutMs(connectTimeoutMs: number): number {
+  if (connectTimeoutMs === 0) return 3_600_000
+  // Whole seconds: the bridge names the wait in its message.
+  return Math.max(1000, Math.round((connectTimeoutMs - (Date.now() - performance.timeOrigin)) / 1000) * 1000)
+}
+
+function mainLoop(plan: RunPlan): LoopMeter {
+  let prev = performance.eventLoopUtilization()
+  const start = prev
+  const cpuStart = threadCpuMs()
+  return {
+    name: 'main',
+    parts: partsIn('main', plan),
+    busy() {
+      const now = performance.eventLoopUtilization()
+      const d = performance.eventLoopUtilization(now, prev)
+      prev = now
+      return d.utilization
+    },
+    activeMs: () => performance.eventLoopUtilization(performance.eventLoopUtilization(), start).active,
+    cpuMs: () => {
+      const now = threadCpuMs()
+      return now === undefined || cpuStart === undefined ? undefined : now - cpuStart
+    },
+  }
+}
+
+function threadLoop(name: ThreadName, plan: RunPlan, thread: ThreadPart): LoopMeter {
+  const start = thread.eventLoopUtilization()
+  let prev = start
+  let last = start
+  // Once the thread has ended its reading is zero: keep the last one it gave.
+  const read = () => {
+    const now = thread.eventLoopUtilization()
+    if (now.active >= last.active) last = now
+    return last
+  }
+  return {
+    name,
+    parts: partsIn(name, plan),
+    busy() {
+      const now = read()
+      const active = now.active - prev.active
+      const idle = now.idle - prev.idle
+      prev = now
+      return active + idle > 0 ? active / (active + idle) : 0
+    },
+    activeMs: () => read().active - start.active,
+    cpuMs: () => thread.cpuMs(),
+  }
+}
+
+function partsIn(thread: ThreadName, plan: RunPlan): PartName[] {
+  return (Object.entries(plan.where) as Array<[PartName, ThreadName]>)
+    .filter(([, t]) => t === thread)
+    .map(([p]) => p)
+}

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest'
+import { type PlanInput, planRun } from '../src/cli/run/plan.ts'
+
+const base: PlanInput = {
+  cpus: 2,
+  fdLimit: 20_000,
+  devices: 200,
+  embeddedBroker: true,
+  localFirehose: true,
+  transport: 'auto',
+  singleThread: false,
+}
+
+describe('where the parts of a run go', () => {
+  it('spreads fleet, bridge and Firehose over threads with the broker in the main thread on 2 cores', () => {
+    const p = planRun(base)
+    expect(p).toMatchObject({
+      layout: 'split',
+      transport: 'tcp',
+      where: { fleet: 'fleet', broker: 'main', bridge: 'bridge', firehose: 'firehose' },
+    })
+  })
+
+  it('keeps a fleet too large for TCP with the broker, over in-memory streams', () => {
+    const p = planRun({ ...base, devices: 100_000 })
+    expect(p).toMatchObject({
+      layout: 'edge',
+      transport: 'memory',
+      where: { fleet: 'fleet', broker: 'fleet' },
+    })
+    expect(p.reason).toContain('200,500 file descriptors, over this process')
+    expect(planRun({ ...base, transport: 'memory' }).layout).toBe('edge')
+  })
+
+  it('runs everything in one thread on one core or with --single-thread, in-memory unless --transport tcp', () => {
+    expect(planRun({ ...base, cpus: 1 })).toMatchObject({ layout: 'single', transport: 'memory' })
+    expect(planRun({ ...base, singleThread: true, transport: 'tcp' })).toMatchObject({
+      layout: 'single',
+      transport: 'tcp',
+    })
+  })
+
+  it('has no broker part with an external broker and no Firehose part with --firehose aws', () => {
+    const p = planRun({ ...base, embeddedBroker: false, localFirehose: false })
+    expect(p.where).toEqual({ fleet: 'fleet', bridge: 'bridge' })
+    expect(p.transport).toBe('tcp')
+  })
+})
