@@ -12,7 +12,7 @@ async function bench(
   suites: string[],
 ): Promise<{ report: BenchReport; stdout: string; code: number | null }> {
   const json = join(await tempDir(), 'bench.json')
-  const r = await runCli(['bench', '--smoke', '--only', ...suites, '--json', json], { timeoutMs: 90_000 })
+  const r = await runCli(['bench', '--smoke', '--only', ...suites, '--json', json], { timeoutMs: 110_000 })
   expect(r.code, r.stderr).toBe(0)
   return { report: JSON.parse(await readFile(json, 'utf8')), stdout: r.stdout, code: r.code }
 }
@@ -68,11 +68,15 @@ describe('fleetsim bench', () => {
       ['latency', 'ok'],
     ])
     const rows = report.results
-    for (const r of rows.filter((x) => x.figure !== 'messages lost, read back from disk')) {
+    // Every figure with a baseline has both values and a ratio (the per-thread CPU rows have none).
+    for (const r of rows.filter((x) => x.figure !== 'messages lost, read back from disk' && x.baseline)) {
       expect(positive(r.value), `${r.suite} ${r.figure} = ${r.value}`).toBe(true)
       expect(positive(r.baselineValue), `${r.suite} ${r.figure} baseline`).toBe(true)
       expect(positive(r.ratio), `${r.suite} ${r.figure} ratio`).toBe(true)
     }
+    expect(rows.filter((r) => r.unit === 'µs CPU/msg').map((r) => r.figure)).toEqual(
+      expect.arrayContaining(['CPU per message, main thread (broker)', 'CPU per message, fleet thread']),
+    )
     // Zero loss, read back from the objects on disk.
     expect(rows.find((r) => r.figure === 'messages lost, read back from disk')).toMatchObject({
       value: 0,

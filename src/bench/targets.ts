@@ -30,6 +30,12 @@ export const ISSUE_TARGETS: IssueTarget[] = [
       'QoS 1 relay rate ≥ 0.8× a bare mqtt.js subscriber on the same fleet; ≥ 400 records per PutRecordBatch call at saturation',
   },
   { issue: 7, suite: 'pipeline', target: 'zero loss at QoS 1, verified by reading the objects back' },
+  {
+    issue: 11,
+    suite: 'pipeline',
+    target:
+      'fleet → aedes → bridge → local Firehose → disk at QoS 1 (fleetsim run) with zero loss read back: ≥ 0.8× the aedes QoS 1 publishers → subscriber ceiling measured in the same run, with the per-stage CPU split beside it',
+  },
 ]
 
 export type IssueTargetStatus = 'met' | 'not met' | 'skipped' | 'not measured'

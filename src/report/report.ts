@@ -30,7 +30,13 @@ export interface RunReport {
     transport: 'memory' | 'tcp'
     describe: string
     reason: string
-    threads: Array<{ thread: string; parts: string[]; busyS: number; cpuS: number | null }>
+    threads: Array<{
+      thread: string
+      parts: string[]
+      busyS: number
+      cpuS: number | null
+      publishingCpuS: number | null
+    }>
   }
   /** Offered against achieved load, which stage saturated first, and the backlog each second. */
   load: {

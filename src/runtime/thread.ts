@@ -34,6 +34,8 @@ export interface ThreadPart {
   eventLoopUtilization(): { idle: number; active: number; utilization: number }
   /** CPU milliseconds the thread has used, as it last reported (once a second); undefined off Linux. */
   cpuMs(): number | undefined
+  /** CPU milliseconds the thread has used, asked now; undefined off Linux or once the thread has ended. */
+  cpuNow(): Promise<number | undefined>
 }
 
 type Request = { id: number; method: string; arg: unknown }
@@ -124,6 +126,7 @@ export async function startThread(entry: URL, init: unknown, opts: { name: strin
     died,
     eventLoopUtilization: () => worker.performance.eventLoopUtilization(),
     cpuMs: () => cpu,
+    cpuNow: () => part.call<number | undefined>(CPU_EVENT).catch(() => cpu),
     close() {
       closing ??= (async () => {
         let timer: NodeJS.Timeout | undefined
@@ -167,7 +170,7 @@ export function serveThread<Init>(
   port.on('message', async ({ id, method, arg }: Request) => {
     try {
       const h = await handlers
-      const fn = method === 'ready' ? () => true : h[method]
+      const fn = method === 'ready' ? () => true : method === CPU_EVENT ? threadCpuMs : h[method]
       if (!fn) throw new FleetsimError('FLEETSIM_THREAD', `this part has no method '${method}'`)
       const value = await fn(arg)
       if (method === 'close') {

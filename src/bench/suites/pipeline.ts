@@ -1,6 +1,14 @@
-import type { BenchContext, BenchSuite } from '../harness.ts'
+import { availableParallelism } from 'node:os'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fdLimit } from '../../../devices/limits.ts'
+import { startBroker } from '../../broker/index.ts'
+import { resolveRunConfig } from '../../config/index.ts'
+import { runEngine } from '../../cli/run/engine.ts'
+import { planRun } from '../../cli/run/plan.ts'
+import type { BenchContext, BenchRow, BenchSuite } from '../harness.ts'
 import { measureCeiling } from '../lib/mqtt-load.ts'
-import { runFleetThrough, startPipelineRig } from '../lib/pipeline.ts'
 import { round } from '../lib/stats.ts'
 import { ceilingSizes } from './broker.ts'
 
@@ -9,55 +17,110 @@ import { ceilingSizes } from './broker.ts'
 const OVERLOAD = 1.1
 
 function sizes(ctx: BenchContext) {
-  if (ctx.smoke) return { devices: 20, durationMs: 1_500, warmupMs: 500 }
-  if (ctx.quick) return { devices: 100, durationMs: 3_500, warmupMs: 1_000 }
-  return { devices: 200, durationMs: 15_000, warmupMs: 3_000 }
+  if (ctx.smoke) return { devices: 20, durationS: 2 }
+  if (ctx.quick) return { devices: 100, durationS: 5 }
+  return { devices: 200, durationS: 15 }
 }
 
 /**
- * Issue 7 §3: fleet → aedes → bridge → local Firehose → disk at QoS 1, zero loss verified by reading
- * every object back, throughput as a ratio to the aedes QoS 1 ceiling (bare publishers → bare
- * subscriber) measured first on the same broker instance in the same process.
+ * Issue 7 §3 and issue 11 §2: `fleetsim run`'s engine, as a user runs it (parts spread over worker
+ * threads by the CPU count: the fleet, the bridge and the local Firehose each in a thread, the
+ * broker in the main thread), fleet → aedes → bridge → local Firehose → disk at QoS 1, offered 1.1×
+ * the broker's own ceiling; zero loss verified by reading every object back. The rate is published
+ * messages / time from the first publish until the bridge had delivered everything to Firehose.
+ * Baseline: the aedes QoS 1 ceiling (bare publishers → bare subscriber, one process) measured first
+ * in the same run. The CPU each thread used is shown per message beside it.
  */
 export const suite: BenchSuite = {
   name: 'pipeline',
-  describe: 'fleet → aedes → bridge → local Firehose → disk at QoS 1, verified, vs the broker ceiling',
+  describe:
+    'fleetsim run (threads: fleet, broker, bridge, Firehose) at QoS 1, verified, vs the broker ceiling',
   async run(ctx) {
-    const rig = await startPipelineRig()
+    const broker = await startBroker({ port: 0 })
+    let ceilingRate: number
     try {
-      const ceiling = await measureCeiling({ url: rig.broker.url, qos: 1, ...ceilingSizes(ctx) })
-      ctx.log(`aedes QoS 1 ceiling on the rig's broker: ${Math.round(ceiling.rate)} msg/s`)
-      const s = sizes(ctx)
-      const offered = ceiling.rate * OVERLOAD
-      const r = await runFleetThrough(rig, { ...s, ratePerSecond: offered / s.devices }, { verify: true })
-      const m = r.match!
-      ctx.log(
-        `pipeline: ${Math.round(r.overallRate)} msg/s; ${r.published} published, ${m.found} found on disk, ${m.lost} lost`,
-      )
-      return [
+      ceilingRate = (await measureCeiling({ url: broker.url, qos: 1, ...ceilingSizes(ctx) })).rate
+    } finally {
+      await broker.close()
+    }
+    ctx.log(`aedes QoS 1 ceiling: ${Math.round(ceilingRate)} msg/s`)
+    const s = sizes(ctx)
+    const offered = ceilingRate * OVERLOAD
+    const out = await mkdtemp(join(tmpdir(), 'fleetsim-bench-pipeline-'))
+    try {
+      const config = resolveRunConfig({
+        flags: {
+          devices: `person:${s.devices}`,
+          rate: String(offered / s.devices),
+          duration: `${s.durationS}s`,
+          out,
+          'firehose-port': '0',
+        },
+        knownModels: ['person'],
+        env: {},
+      })
+      const plan = planRun({
+        cpus: availableParallelism(),
+        fdLimit: fdLimit(),
+        devices: s.devices,
+        embeddedBroker: true,
+        localFirehose: true,
+        transport: 'auto',
+        singleThread: false,
+      })
+      const r = await runEngine({
+        config,
+        plan,
+        fleetOptions: {},
+        signal: new AbortController().signal,
+        print: (line) => ctx.log(line),
+      })
+      const published = r.fleet.published
+      const rate = (published * 1000) / Math.max(1, r.deliveredMs - r.publishStartMs)
+      const v = r.verification!
+      ctx.log(`pipeline: ${Math.round(rate)} msg/s; ${published} published, ${v.found} found, ${v.lost} lost`)
+      const cpu = r.loops
+        .map(
+          (l) =>
+            `${l.thread === 'main' ? `main (${l.parts.join(', ')})` : l.parts.join(' + ')} ${l.cpuS ?? '?'} s`,
+        )
+        .join(', ')
+      const rows: BenchRow[] = [
         {
-          figure: 'fleet → aedes → bridge → Firehose, QoS 1',
-          value: round(r.overallRate),
+          figure: 'fleetsim run, fleet → aedes → bridge → Firehose, QoS 1',
+          value: round(rate),
           unit: 'msg/s',
-          baseline: 'aedes QoS 1 ceiling, same broker',
-          baselineValue: round(ceiling.rate),
+          baseline: 'aedes QoS 1 ceiling, bare clients',
+          baselineValue: round(ceilingRate),
+          target: { minRatio: 0.8, source: 'issue 11 §2' },
           note:
-            `${s.devices} person devices offered ${Math.round(offered).toLocaleString('en-US')} msg/s (${OVERLOAD}× the ceiling) for ${s.durationMs / 1000} s; ` +
-            `${r.published.toLocaleString('en-US')} published / (first publish → last acceptance by Firehose; the backlog drained ` +
-            `${(r.drainMs / 1000).toFixed(1)} s after the end)`,
+            `${plan.describe}; ${s.devices} person devices offered ${Math.round(offered).toLocaleString('en-US')} msg/s (${OVERLOAD}× the ceiling) for ${s.durationS} s; ` +
+            `${published.toLocaleString('en-US')} published / (first publish → bridge drained); saturated: ${r.saturation.verdict}; CPU by thread: ${cpu}`,
         },
         {
           figure: 'messages lost, read back from disk',
-          value: m.lost,
+          value: v.lost,
           unit: 'messages',
           target: { maxValue: 0, source: 'issue 7 §3' },
           note:
-            `${m.found.toLocaleString('en-US')} of ${m.expected.toLocaleString('en-US')} (deviceId, seq) found in ${r.objects} objects, ` +
-            `${m.duplicates} duplicates, ${m.unexpected} unexpected${m.lostRanges.length ? `; lost ${m.lostRanges.join(', ')}` : ''}`,
+            `${v.found.toLocaleString('en-US')} of ${v.expected.toLocaleString('en-US')} (deviceId, seq) found in ${v.objects} objects, ` +
+            `${v.duplicates} duplicates${v.lostRanges.length ? `; lost ${v.lostRanges.join(', ')}` : ''}`,
         },
       ]
+      // The per-stage CPU split: CPU microseconds per published message, by thread.
+      // Over the publishing window (first publish → bridge drained), without the threads' start-up.
+      for (const l of r.loops) {
+        if (l.publishingCpuS === null || published === 0) continue
+        rows.push({
+          figure: `CPU per message, ${l.thread === 'main' ? `main thread (${l.parts.join(', ')})` : `${l.parts.join(' + ')} thread`}`,
+          value: round((l.publishingCpuS * 1e6) / published),
+          unit: 'µs CPU/msg',
+          note: `${l.publishingCpuS} s of CPU while publishing and draining (${l.cpuS} s over the whole run, start-up included)`,
+        })
+      }
+      return rows
     } finally {
-      await rig.close()
+      await rm(out, { recursive: true, force: true })
     }
   },
 }

@@ -65,6 +65,8 @@ export interface LoopShare {
   busyS: number
   /** CPU seconds the thread used over the run; null off Linux. */
   cpuS: number | null
+  /** CPU seconds from the first publish until the bridge had delivered everything (no start-up); null off Linux. */
+  publishingCpuS: number | null
 }
 
 export interface RunOutcome {
@@ -77,6 +79,8 @@ export interface RunOutcome {
   scheduleEndMs: number
   /** When the last acknowledgement came back: publishing includes the devices' queues draining. */
   publishEndMs: number
+  /** When the bridge had delivered everything it held (the last acceptance by Firehose, near enough). */
+  deliveredMs: number
   stoppedBy: StoppedBy
   fleet: FleetStats
   bridge: BridgeStats
@@ -176,6 +180,9 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
   }
 
   const publishStartMs = clock.now()
+  // CPU of each thread when publishing starts: the per-message split leaves out start-up (loading
+  // modules in each thread costs seconds of CPU on a busy machine).
+  const cpuAtStart = await cpuOf(parts.loops)
   let bridgeError: FleetsimError | undefined
   let fleetError: FleetsimError | undefined
   let threadError: FleetsimError | undefined
@@ -209,15 +216,24 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
   const stopped = await parts.stopFleet()
   const publishEndMs = clock.now()
   if (!bridgeError && !threadError) await waitForRelay(parts, stopped.stats.published, clock)
-  await parts.closeDownstream()
+  let deliveredMs = clock.now()
+  let cpuAtDelivered: Promise<Map<string, number | undefined>> = Promise.resolve(new Map())
+  await parts.closeDownstream(() => {
+    deliveredMs = clock.now()
+    cpuAtDelivered = cpuOf(parts.loops)
+  })
+  const cpuDelivered = await cpuAtDelivered
   await parts.closeAll()
   const loops: LoopShare[] = parts.loops.map((l) => {
     const cpu = l.cpuMs()
+    const a = cpuAtStart.get(l.name)
+    const b = cpuDelivered.get(l.name)
     return {
       thread: l.name,
       parts: l.parts,
       busyS: round1(l.activeMs() / 1000),
       cpuS: cpu === undefined ? null : round1(cpu / 1000),
+      publishingCpuS: a === undefined || b === undefined ? null : round2((b - a) / 1000),
     }
   })
   clearInterval(ticker)
@@ -309,6 +325,7 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     publishStartMs,
     scheduleEndMs,
     publishEndMs,
+    deliveredMs,
     stoppedBy,
     fleet: f,
     bridge: parts.bridgeStats(),
@@ -338,6 +355,11 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     manifestPath,
     manifestError,
   }
+}
+
+/** Each loop's CPU milliseconds now, by thread name. */
+async function cpuOf(loops: readonly LoopMeter[]): Promise<Map<string, number | undefined>> {
+  return new Map(await Promise.all(loops.map(async (l) => [l.name, await l.cpuNow()] as const)))
 }
 
 /** Waits while the bridge keeps receiving what the broker acknowledged to the devices. */
@@ -382,4 +404,5 @@ function stagePoint(tS: number, parts: Parts): StagePoint {
 
 const n = (v: number) => Math.round(v).toLocaleString('en-US')
 const round1 = (v: number) => Math.round(v * 10) / 10
+const round2 = (v: number) => Math.round(v * 100) / 100
 const rel = (p: string) => relative(process.cwd(), p) || '.'

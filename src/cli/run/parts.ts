@@ -40,6 +40,8 @@ export interface LoopMeter {
   activeMs(): number
   /** CPU milliseconds the thread used since the run started; undefined off Linux. */
   cpuMs(): number | undefined
+  /** The same, asked of the thread now (cpuMs() of a worker is up to a second old). */
+  cpuNow(): Promise<number | undefined>
 }
 
 /** The parts of a run, wherever they run, as the engine drives them. */
@@ -63,8 +65,11 @@ export interface Parts {
   abortFleet(): void
   /** Stops publishing and waits for acknowledgements; gives what each device sent. */
   stopFleet(): Promise<{ stats: FleetStats; sent: Map<string, number> }>
-  /** Drains the bridge (up to RUN_BRIDGE_DRAIN_MS), then the local Firehose, then closes the broker. */
-  closeDownstream(): Promise<void>
+  /**
+   * Drains the bridge (up to RUN_BRIDGE_DRAIN_MS), then the local Firehose, then closes the broker.
+   * `onBridgeDrained` is called once the bridge has delivered what it held.
+   */
+  closeDownstream(onBridgeDrained?: () => void): Promise<void>
   /** Paths of the objects the local Firehose wrote, in order. */
   written(): Promise<string[]>
   /** Closes whatever is still open (after a failed start too). Idempotent. */
@@ -277,8 +282,9 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
         await local?.stop()
         return { stats: local?.stats() ?? lastFleet, sent: local?.sent() ?? new Map() }
       },
-      async closeDownstream() {
+      async closeDownstream(onBridgeDrained) {
         await closeBridge()
+        onBridgeDrained?.()
         await fhLocal?.close()
         await fhThread?.close()
         await broker?.close()
@@ -318,6 +324,10 @@ function mainLoop(plan: RunPlan): LoopMeter {
       const now = threadCpuMs()
       return now === undefined || cpuStart === undefined ? undefined : now - cpuStart
     },
+    cpuNow: async () => {
+      const now = threadCpuMs()
+      return now === undefined || cpuStart === undefined ? undefined : now - cpuStart
+    },
   }
 }
 
@@ -343,6 +353,7 @@ function threadLoop(name: ThreadName, plan: RunPlan, thread: ThreadPart): LoopMe
     },
     activeMs: () => read().active - start.active,
     cpuMs: () => thread.cpuMs(),
+    cpuNow: () => thread.cpuNow(),
   }
 }
 
