@@ -31,6 +31,15 @@ import {
   SLOW_DOWN,
   STREAM_NAME_PATTERN,
 } from './limits.ts'
+import { JqEngine } from './jq.ts'
+import { type LambdaFunction, lambdaFunction } from './lambda.ts'
+import { validateInput } from './model/index.ts'
+import {
+  checkProcessing,
+  DEFAULT_PARTITIONED_SIZE_MB,
+  PARTITION_RETRY_S_DEFAULT,
+  type ProcessorConfig,
+} from './processing.ts'
 import { seededRandom, TokenBuckets } from './quotas.ts'
 import type { ObjectSink } from './sink.ts'
 import {
@@ -38,6 +47,7 @@ import {
   DeliveryStream,
   DEFAULT_EXTENSION,
   defaultStreamConfig,
+  type ObjectWritten,
   type StreamConfig,
   type StreamMeta,
   SUPPORTED_COMPRESSION,
@@ -64,9 +74,23 @@ export interface FirehoseApiOptions {
   /** Seed of the fault injection; the same seed fails the same records. */
   seed?: number
   onError?: (err: unknown) => void
+  /** Called for every object written (stream, key, records, bytes, which threshold fired). */
+  onObject?: (o: ObjectWritten) => void
+  /** Local functions of Lambda processors: ARN → module path or http(s) URL (`--lambda`). */
+  lambdas?: ReadonlyMap<string, string>
+  /**
+   * Run jq queries in a worker thread of their own (default false: in this thread, where jq's cost
+   * paces acceptance; on the busy 2-core machine the thread partitioned 3-5k records/s against
+   * 7-20k in this thread).
+   */
+  jqThread?: boolean
   /** The clock of timers (delivery retry backoff, disk-full reports); default the system clock with `now`. */
   clock?: Clock
 }
+
+/** The service's combined limit of Start/StopDeliveryStreamEncryption calls per stream (API_StartDeliveryStreamEncryption). */
+export const MAX_ENCRYPTION_CALLS_PER_DAY = 25
+const KMS_KEY_ARN = /^arn:.*:kms:[a-zA-Z0-9-]+:\d{12}:(key|alias)\/[a-zA-Z_0-9+=,.@\-_/]+$/
 
 /**
  * While the disk stays full, its log line is repeated at most this often (every put and every
@@ -104,6 +128,21 @@ export class FirehoseApi {
   private readonly recordIdPrefix = randomBytes(9).toString('base64').replace(/[+/=]/g, 'A')
   private readonly random: () => number
   readonly faults = { failRate: 0, errorRate: 0 }
+  /** The per-stream quota applied to streams now (runtime controls can change it). */
+  private quota: Quota | undefined
+  /** Where the jq queries of dynamic partitioning run. */
+  private readonly jq: JqEngine
+  /** Running local Lambda functions, by ARN. */
+  private readonly lambdaFns = new Map<string, LambdaFunction>()
+  private readonly lambdaFor = (arn: string): LambdaFunction | undefined => {
+    let fn = this.lambdaFns.get(arn)
+    const target = this.opts.lambdas?.get(arn)
+    if (!fn && target) {
+      fn = lambdaFunction(arn, target)
+      this.lambdaFns.set(arn, fn)
+    }
+    return fn
+  }
 
   private readonly clock: Clock
   /** Last disk-full report per folder, and failures not reported since. */
@@ -116,6 +155,18 @@ export class FirehoseApi {
     this.random = seededRandom(opts.seed ?? 1)
     this.faults.failRate = opts.failRate ?? 0
     this.faults.errorRate = opts.errorRate ?? 0
+    this.quota = opts.quota
+    this.jq = new JqEngine({ thread: opts.jqThread ?? false })
+  }
+
+  /** The per-stream quota of every stream from now on (undefined = none); buckets start full. */
+  setQuota(quota: Quota | undefined): void {
+    this.quota = quota
+    for (const s of this.streams.values()) this.attachQuota(s)
+  }
+
+  get currentQuota(): Quota | undefined {
+    return this.quota
   }
 
   /** Brings back the streams (configuration and unwritten records) logged under `walDir`. */
@@ -136,12 +187,17 @@ export class FirehoseApi {
         continue
       }
       const log = StreamLog.reopen(r.dir, this.opts.durability)
-      const s = new DeliveryStream(r.meta.name, r.meta.config, this.opts.sink, log, {
-        nowMs: this.opts.now(),
-        onError: this.report,
-        meta: r.meta,
-        clock: this.clock,
-      })
+      const s = new DeliveryStream(
+        r.meta.name,
+        { ...defaultStreamConfig(), ...r.meta.config },
+        this.opts.sink,
+        log,
+        {
+          nowMs: this.opts.now(),
+          meta: r.meta,
+          ...this.streamOptions(),
+        },
+      )
       s.restore(r.segments)
       for (const seg of r.segments) records += seg.records
       this.attachQuota(s)
@@ -183,8 +239,7 @@ export class FirehoseApi {
     const stream = new DeliveryStream(name, config, this.opts.sink, log, {
       nowMs,
       creatingMs,
-      onError: this.report,
-      clock: this.clock,
+      ...this.streamOptions(),
     })
     this.attachQuota(stream)
     this.streams.set(name, stream)
@@ -192,7 +247,18 @@ export class FirehoseApi {
   }
 
   private attachQuota(s: DeliveryStream): void {
-    if (this.opts.quota) s.quota = new TokenBuckets(this.opts.quota, this.opts.now())
+    s.quota = this.quota ? new TokenBuckets(this.quota, this.opts.now()) : undefined
+  }
+
+  private streamOptions() {
+    return {
+      onError: this.report,
+      onObject: this.opts.onObject,
+      lambdas: this.lambdaFor,
+      jq: (texts: string[], query: string) => this.jq.extract(texts, query),
+      warmJq: () => this.jq.warm(),
+      clock: this.clock,
+    }
   }
 
   private persist(s: DeliveryStream): void {
@@ -200,10 +266,27 @@ export class FirehoseApi {
     if (s.logDir) StreamLog.writeMetaTo(s.logDir, s.meta(), this.opts.durability)
   }
 
+  /**
+   * The configuration a CreateDeliveryStream input would give its stream, without creating it (the
+   * streams file compares it with a recovered stream's).
+   */
+  configOf(input: Json): StreamConfig {
+    validateInput('CreateDeliveryStream', input)
+    const extended = input['ExtendedS3DestinationConfiguration']
+    const dest = (extended ?? input['S3DestinationConfiguration']) as Json
+    const path = extended !== undefined ? 'extendedS3DestinationConfiguration' : 's3DestinationConfiguration'
+    return destinationConfig(dest ?? {}, path, defaultStreamConfig(), true)
+  }
+
   /** Waits for every stream to deliver what it holds; with `close`, also closes their logs. */
   async flush(close = false): Promise<void> {
     const all = [...this.streams.values()].map((s) => (close ? s.close() : s.flush()))
     await Promise.all([...all, ...this.closing])
+    if (close) {
+      await Promise.all([...this.lambdaFns.values()].map((f) => f.close()))
+      this.lambdaFns.clear()
+      await this.jq.close()
+    }
   }
 
   /** Waits for the deliveries already started, without starting any. */
@@ -260,13 +343,17 @@ export class FirehoseApi {
   }
 
   private async dispatch(operation: string, input: Json): Promise<string> {
+    // Every request is checked against the model before any stream is looked up, as the service
+    // does (a constraint violation is a ValidationException even for a stream that does not exist).
+    // Puts check the same constraints themselves, on their hot path (checkData, checkName).
+    if (operation !== 'PutRecord' && operation !== 'PutRecordBatch') validateInput(operation, input)
     switch (operation) {
       case 'PutRecord':
         return this.putRecord(input)
       case 'PutRecordBatch':
         return this.putRecordBatch(input)
       case 'CreateDeliveryStream':
-        return JSON.stringify(this.createDeliveryStream(input))
+        return JSON.stringify(await this.createDeliveryStream(input))
       case 'DescribeDeliveryStream':
         return JSON.stringify(this.describeDeliveryStream(input))
       case 'ListDeliveryStreams':
@@ -274,7 +361,11 @@ export class FirehoseApi {
       case 'DeleteDeliveryStream':
         return JSON.stringify(this.deleteDeliveryStream(input))
       case 'UpdateDestination':
-        return JSON.stringify(this.updateDestination(input))
+        return JSON.stringify(await this.updateDestination(input))
+      case 'StartDeliveryStreamEncryption':
+        return JSON.stringify(this.startEncryption(input))
+      case 'StopDeliveryStreamEncryption':
+        return JSON.stringify(this.stopEncryption(input))
       case 'TagDeliveryStream':
         return JSON.stringify(this.tagDeliveryStream(input))
       case 'UntagDeliveryStream':
@@ -284,7 +375,7 @@ export class FirehoseApi {
       default:
         throw new FirehoseApiError(
           'UnknownOperationException',
-          `Operation ${operation} is not supported by the local endpoint; supported: CreateDeliveryStream, DescribeDeliveryStream, ListDeliveryStreams, DeleteDeliveryStream, UpdateDestination, PutRecord, PutRecordBatch, TagDeliveryStream, UntagDeliveryStream, ListTagsForDeliveryStream.`,
+          `Operation ${operation} is not supported by the local endpoint; supported: CreateDeliveryStream, DescribeDeliveryStream, ListDeliveryStreams, DeleteDeliveryStream, UpdateDestination, PutRecord, PutRecordBatch, TagDeliveryStream, UntagDeliveryStream, ListTagsForDeliveryStream, StartDeliveryStreamEncryption, StopDeliveryStreamEncryption.`,
         )
     }
   }
@@ -310,6 +401,11 @@ export class FirehoseApi {
     return s
   }
 
+  /** Whether records are encrypted at rest: the service answers `Encrypted: true` once SSE is ENABLED. */
+  private encrypted(s: DeliveryStream, nowMs: number): boolean {
+    return s.encryption !== undefined && s.encryptionStatus(nowMs) === 'ENABLED'
+  }
+
   private nextRecordId(): string {
     return this.recordIdPrefix + (this.recordSeq++).toString(36)
   }
@@ -331,11 +427,14 @@ export class FirehoseApi {
   }
 
   private async putRecord(input: Json): Promise<string> {
-    const s = this.activeStream(input)
+    if (input['DeliveryStreamName'] != null) {
+      checkName(requireString(input, 'DeliveryStreamName', 'deliveryStreamName'), 'deliveryStreamName')
+    }
     const record = input['Record']
     if (!isObject(record)) throw validation('null', 'record', 'Member must not be null')
     const data = record['Data']
     const size = checkData(data, 'record.data')
+    const s = this.activeStream(input)
     const entry = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + 4 + size)
     entry.writeUInt32LE(size, ENTRY_HEADER_BYTES)
     if (entry.write(data as string, ENTRY_HEADER_BYTES + 4, size, 'base64') !== size)
@@ -352,11 +451,13 @@ export class FirehoseApi {
     }
     await appendAsync(s, sealEntry(entry, nowMs, 1), 1, size)
     if (this.onAccepted) this.onAccepted(s.name, entryRecords(entry), nowMs)
-    return `{"RecordId":"${this.nextRecordId()}","Encrypted":false}`
+    return `{"RecordId":"${this.nextRecordId()}","Encrypted":${this.encrypted(s, nowMs)}}`
   }
 
   private async putRecordBatch(input: Json): Promise<string> {
-    const s = this.activeStream(input)
+    if (input['DeliveryStreamName'] != null) {
+      checkName(requireString(input, 'DeliveryStreamName', 'deliveryStreamName'), 'deliveryStreamName')
+    }
     const records = input['Records']
     if (!Array.isArray(records)) throw validation('null', 'records', 'Member must not be null')
     const n = records.length
@@ -379,6 +480,7 @@ export class FirehoseApi {
       sizes[i] = size
       total += size
     }
+    const s = this.activeStream(input)
     if (total > MAX_BATCH_BYTES) throw invalidArgument('Records size exceeds 4 MB limit')
     // Pass 2: base64 straight into the log entry (one allocation per call).
     const entry = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + 4 * n + total)
@@ -413,7 +515,7 @@ export class FirehoseApi {
       await appendAsync(s, sealEntry(kept, nowMs, n - failedCount), n - failedCount, sumKept(sizes, failed))
       if (this.onAccepted) this.onAccepted(s.name, entryRecords(kept), nowMs)
     }
-    let out = `{"FailedPutCount":${failedCount},"Encrypted":false,"RequestResponses":[`
+    let out = `{"FailedPutCount":${failedCount},"Encrypted":${this.encrypted(s, nowMs)},"RequestResponses":[`
     for (let i = 0; i < n; i++) {
       if (i > 0) out += ','
       out +=
@@ -424,7 +526,7 @@ export class FirehoseApi {
     return `${out}]}`
   }
 
-  private createDeliveryStream(input: Json): Json {
+  private async createDeliveryStream(input: Json): Promise<Json> {
     const name = requireString(input, 'DeliveryStreamName', 'deliveryStreamName')
     checkName(name, 'deliveryStreamName')
     const type = input['DeliveryStreamType'] ?? 'DirectPut'
@@ -462,14 +564,100 @@ export class FirehoseApi {
       )
     }
     const config = destinationConfig(dest, path, defaultStreamConfig(), true)
+    await checkProcessing(processingSettings(config))
+    this.warnUnknownLambdas(name, config)
     checkKeys(name, config)
     const tags = input['Tags'] === undefined ? {} : readTags(input['Tags'], 'tags', {})
+    const sse = input['DeliveryStreamEncryptionConfigurationInput']
+    const key =
+      sse === undefined ? undefined : encryptionKey(sse as Json, 'deliveryStreamEncryptionConfigurationInput')
+    if (this.streams.has(name)) throw inUse(name, ACCOUNT_ID)
     const stream = this.createStream(name, config, this.opts.creatingMs ?? 0)
-    if (Object.keys(tags).length) {
+    if (Object.keys(tags).length || key) {
       stream.tags = tags
+      // Encryption is part of creation: ENABLED when the stream becomes ACTIVE.
+      if (key) stream.encryption = { ...key, target: 'ENABLED', atMs: stream.activeAtMs }
       this.persist(stream)
     }
     return { DeliveryStreamARN: stream.arn }
+  }
+
+  /** A Lambda processor whose ARN has no local function: said once at create (invocations will fail). */
+  private warnUnknownLambdas(stream: string, c: StreamConfig): void {
+    for (const p of c.processors ?? []) {
+      const arn = p.Parameters.find((x) => x.ParameterName === 'LambdaArn')?.ParameterValue
+      if (p.Type === 'Lambda' && arn && !this.opts.lambdas?.has(arn)) {
+        this.report(
+          new FleetsimError(
+            'FIREHOSE_UNKNOWN_LAMBDA',
+            `stream ${stream}: no local function for Lambda ${arn}; its invocations fail with Lambda.ResourceNotFound and records go to processing-failed. Start the endpoint with --lambda ${arn}=./transform.mjs (or =http://…)`,
+          ),
+        )
+      }
+    }
+  }
+
+  private startEncryption(input: Json): Json {
+    const raw = input['DeliveryStreamEncryptionConfigurationInput']
+    const key =
+      raw === undefined
+        ? { keyType: 'AWS_OWNED_CMK' as const }
+        : encryptionKey(raw as Json, 'deliveryStreamEncryptionConfigurationInput')
+    const s = this.stream(input)
+    const now = this.opts.now()
+    this.checkEncryptionChange(s, now)
+    s.encryption = {
+      ...key,
+      target: 'ENABLED',
+      atMs: now + (this.opts.creatingMs ?? 0),
+      calls: s.encryption?.calls,
+    }
+    this.countEncryptionCall(s, now)
+    this.persist(s)
+    return {}
+  }
+
+  private stopEncryption(input: Json): Json {
+    const s = this.stream(input)
+    const now = this.opts.now()
+    this.checkEncryptionChange(s, now)
+    if (s.encryption) {
+      s.encryption = { ...s.encryption, target: 'DISABLED', atMs: now + (this.opts.creatingMs ?? 0) }
+      this.countEncryptionCall(s, now)
+      this.persist(s)
+    }
+    return {}
+  }
+
+  /** A stream must be ACTIVE and not between two encryption states; 25 calls per 24 hours. */
+  private checkEncryptionChange(s: DeliveryStream, now: number): void {
+    const status = s.status(now)
+    if (status !== 'ACTIVE') {
+      throw new FirehoseApiError(
+        'ResourceInUseException',
+        `Firehose ${s.name} under account ${ACCOUNT_ID} is ${status}; encryption can be changed once it is ACTIVE.`,
+      )
+    }
+    const enc = s.encryptionStatus(now)
+    if (enc === 'ENABLING' || enc === 'DISABLING') {
+      throw new FirehoseApiError(
+        'ResourceInUseException',
+        `Firehose ${s.name} under account ${ACCOUNT_ID} is ${enc} its encryption; retry once DescribeDeliveryStream shows ${s.encryption!.target}.`,
+      )
+    }
+    const recent = (s.encryption?.calls ?? []).filter((t) => now - t < 24 * 3600_000)
+    if (recent.length >= MAX_ENCRYPTION_CALLS_PER_DAY) {
+      throw new FirehoseApiError(
+        'LimitExceededException',
+        `StartDeliveryStreamEncryption and StopDeliveryStreamEncryption have a combined limit of ${MAX_ENCRYPTION_CALLS_PER_DAY} calls per Firehose stream per 24 hours; ${s.name} reached it.`,
+      )
+    }
+  }
+
+  private countEncryptionCall(s: DeliveryStream, now: number): void {
+    const calls = (s.encryption?.calls ?? []).filter((t) => now - t < 24 * 3600_000)
+    calls.push(now)
+    s.encryption!.calls = calls
   }
 
   private describeDeliveryStream(input: Json): Json {
@@ -486,12 +674,18 @@ export class FirehoseApi {
       EncryptionConfiguration: { NoEncryptionConfig: 'NoEncryption' },
       CloudWatchLoggingOptions: { Enabled: false },
     }
+    const now = this.opts.now()
+    const enc = s.encryption
     return {
       DeliveryStreamDescription: {
         DeliveryStreamName: s.name,
         DeliveryStreamARN: s.arn,
-        DeliveryStreamStatus: s.status(this.opts.now()),
-        DeliveryStreamEncryptionConfiguration: { Status: 'DISABLED' },
+        DeliveryStreamStatus: s.status(now),
+        DeliveryStreamEncryptionConfiguration: {
+          ...(enc && enc.target === 'ENABLED' && enc.keyArn ? { KeyARN: enc.keyArn } : {}),
+          ...(enc && enc.target === 'ENABLED' && enc.keyType ? { KeyType: enc.keyType } : {}),
+          Status: s.encryptionStatus(now),
+        },
         DeliveryStreamType: 'DirectPut',
         VersionId: String(s.version),
         CreateTimestamp: s.createdAtMs / 1000,
@@ -502,9 +696,19 @@ export class FirehoseApi {
             S3DestinationDescription: s3,
             ExtendedS3DestinationDescription: {
               ...s3,
-              ProcessingConfiguration: c.appendDelimiter
-                ? { Enabled: true, Processors: [{ Type: 'AppendDelimiterToRecord', Parameters: [] }] }
-                : { Enabled: false, Processors: [] },
+              ProcessingConfiguration: c.processors
+                ? { Enabled: c.processingEnabled ?? false, Processors: c.processors }
+                : c.appendDelimiter
+                  ? { Enabled: true, Processors: [{ Type: 'AppendDelimiterToRecord', Parameters: [] }] }
+                  : { Enabled: false, Processors: [] },
+              ...(c.dynamicPartitioning
+                ? {
+                    DynamicPartitioningConfiguration: {
+                      Enabled: c.dynamicPartitioning.enabled,
+                      RetryOptions: { DurationInSeconds: c.dynamicPartitioning.retryDurationInSeconds },
+                    },
+                  }
+                : {}),
               S3BackupMode: 'Disabled',
               DataFormatConversionConfiguration: { Enabled: false },
               ...(c.fileExtension !== undefined ? { FileExtension: c.fileExtension } : {}),
@@ -598,7 +802,7 @@ export class FirehoseApi {
     }
   }
 
-  private updateDestination(input: Json): Json {
+  private async updateDestination(input: Json): Promise<Json> {
     const s = this.stream(input)
     const current = requireString(input, 'CurrentDeliveryStreamVersionId', 'currentDeliveryStreamVersionId')
     if (!/^[0-9]{1,50}$/.test(current)) {
@@ -630,10 +834,26 @@ export class FirehoseApi {
     const path = extended !== undefined ? 'extendedS3DestinationUpdate' : 's3DestinationUpdate'
     const update = (extended ?? plain) as unknown
     if (!isObject(update)) throw validation('null', path, 'Member must not be null')
+    // Dynamic partitioning is fixed at create: refused before anything else of the update.
+    const dpUpdate = update['DynamicPartitioningConfiguration']
+    if (isObject(dpUpdate) && dpUpdate['Enabled'] !== undefined) {
+      await checkProcessing(
+        {
+          ...processingSettings(s.config),
+          dynamicPartitioning: { enabled: dpUpdate['Enabled'] === true, retryDurationInSeconds: 0 },
+        },
+        { dynamic: s.config.dynamicPartitioning?.enabled === true },
+      ).catch((err) => {
+        if (/Dynamic partitioning can(not| only)/.test((err as Error).message)) throw err
+      })
+    }
     const config = destinationConfig(update, path, s.config, false)
+    await checkProcessing(processingSettings(config), {
+      dynamic: s.config.dynamicPartitioning?.enabled === true,
+    })
+    this.warnUnknownLambdas(s.name, config)
     checkKeys(s.name, config)
-    // Records buffered so far are delivered under the old configuration and version.
-    s.deliver()
+    // Records buffered so far are delivered under the old configuration and version (the setter).
     s.config = config
     s.version++
     s.lastUpdatedAtMs = this.opts.now()
@@ -658,8 +878,52 @@ export function checkKeys(stream: string, c: StreamConfig): void {
 function checkStoredConfig(stream: string, c: StreamConfig): void {
   const problem = bucketNameProblem(bucketFromArn(c.bucketArn))
   if (problem) throw invalidArgument(`BucketARN '${c.bucketArn}' is refused: ${problem}`)
-  validatePrefixes(c.prefix, c.errorOutputPrefix)
+  validatePrefixes(c.prefix, c.errorOutputPrefix, c.dynamicPartitioning?.enabled === true)
   checkKeys(stream, c)
+}
+
+/** The settings checkProcessing reads, from a configuration. */
+function processingSettings(c: StreamConfig) {
+  return {
+    processingEnabled: c.processingEnabled ?? false,
+    processors: c.processors ?? [],
+    dynamicPartitioning: c.dynamicPartitioning,
+    prefix: c.prefix,
+    errorOutputPrefix: c.errorOutputPrefix,
+    sizeInMBs: c.sizeInMBs,
+  }
+}
+
+/**
+ * A `DeliveryStreamEncryptionConfigurationInput`, checked as the service checks it: a customer
+ * managed key needs its KMS key ARN; an AWS owned key takes none (InvalidArgumentException).
+ */
+function encryptionKey(
+  v: Json,
+  path: string,
+): { keyType: 'AWS_OWNED_CMK' | 'CUSTOMER_MANAGED_CMK'; keyArn?: string } {
+  const keyType = v['KeyType'] as 'AWS_OWNED_CMK' | 'CUSTOMER_MANAGED_CMK'
+  const keyArn = v['KeyARN'] as string | undefined
+  if (keyType === 'CUSTOMER_MANAGED_CMK') {
+    if (!keyArn) {
+      throw invalidArgument(
+        `${path}: KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK; give the ARN of a KMS key.`,
+      )
+    }
+    if (!KMS_KEY_ARN.test(keyArn)) {
+      throw new FirehoseApiError(
+        'InvalidKMSResourceException',
+        `KeyARN '${keyArn}' is not a KMS key ARN, e.g. arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab`,
+      )
+    }
+    return { keyType, keyArn }
+  }
+  if (keyArn !== undefined) {
+    throw invalidArgument(
+      `${path}: KeyARN must not be given when KeyType is AWS_OWNED_CMK; remove it, or use CUSTOMER_MANAGED_CMK.`,
+    )
+  }
+  return { keyType }
 }
 
 /** Why a stream read back from its log cannot be brought back, or undefined. */
@@ -725,7 +989,6 @@ function destinationConfig(dest: Json, path: string, base: StreamConfig, create:
     }
     config[field] = v
   }
-  validatePrefixes(config.prefix, config.errorOutputPrefix)
   const hints = dest['BufferingHints']
   if (hints !== undefined) {
     if (!isObject(hints))
@@ -781,25 +1044,47 @@ function destinationConfig(dest: Json, path: string, base: StreamConfig, create:
   if (processing !== undefined) {
     if (!isObject(processing))
       throw validation(String(processing), `${path}.processingConfiguration`, 'Member must be an object')
-    const processors = Array.isArray(processing['Processors']) ? processing['Processors'] : []
-    const enabled = processing['Enabled'] !== false
-    let delimiter = false
-    for (const p of processors) {
-      const t = isObject(p) ? p['Type'] : undefined
-      if (t === 'AppendDelimiterToRecord') delimiter = true
-      else if (enabled) {
-        throw invalidArgument(
-          `Processor type ${String(t)} is not supported by the local endpoint; only AppendDelimiterToRecord is.`,
-        )
-      }
-    }
-    config.appendDelimiter = enabled && delimiter
+    const processors: ProcessorConfig[] = (
+      Array.isArray(processing['Processors']) ? processing['Processors'] : []
+    ).map((p: Json) => ({
+      Type: String(p['Type']),
+      Parameters: (Array.isArray(p['Parameters']) ? p['Parameters'] : []).map((x: Json) => ({
+        ParameterName: String(x['ParameterName']),
+        ParameterValue: String(x['ParameterValue']),
+      })),
+    }))
+    // Enabled defaults to false in the model; a list of processors without it is taken as meant.
+    const enabled =
+      processing['Enabled'] === undefined ? processors.length > 0 : processing['Enabled'] === true
+    config.processingEnabled = enabled
+    config.processors = processors
+    config.appendDelimiter = enabled && processors.some((p) => p.Type === 'AppendDelimiterToRecord')
   }
-  for (const key of ['DynamicPartitioningConfiguration', 'DataFormatConversionConfiguration']) {
-    const v = dest[key]
-    if (isObject(v) && v['Enabled'] === true) {
-      throw invalidArgument(`${key} is not supported by the local endpoint; leave it disabled.`)
+  const dp = dest['DynamicPartitioningConfiguration']
+  if (isObject(dp)) {
+    const retry = isObject(dp['RetryOptions']) ? dp['RetryOptions']['DurationInSeconds'] : undefined
+    config.dynamicPartitioning = {
+      enabled: dp['Enabled'] === true,
+      retryDurationInSeconds:
+        typeof retry === 'number'
+          ? retry
+          : (base.dynamicPartitioning?.retryDurationInSeconds ?? PARTITION_RETRY_S_DEFAULT),
     }
+    // A partitioned stream created without a size takes the console's 128 MiB (64 is the minimum).
+    if (
+      create &&
+      config.dynamicPartitioning.enabled &&
+      !(isObject(hints) && hints['SizeInMBs'] !== undefined)
+    ) {
+      config.sizeInMBs = DEFAULT_PARTITIONED_SIZE_MB
+    }
+  }
+  validatePrefixes(config.prefix, config.errorOutputPrefix, config.dynamicPartitioning?.enabled === true)
+  const conversion = dest['DataFormatConversionConfiguration']
+  if (isObject(conversion) && conversion['Enabled'] === true) {
+    throw invalidArgument(
+      'DataFormatConversionConfiguration is not supported by the local endpoint; leave it disabled.',
+    )
   }
   return config
 }

@@ -190,7 +190,7 @@ export function checkDestinationKeys(
       )
     }
   }
-  check('Prefix', c.prefix, evaluatePrefix(c.prefix, t))
+  check('Prefix', c.prefix, evaluatePrefix(c.prefix, t, { sampleKeys: true }))
   check(
     c.errorOutputPrefix ? 'ErrorOutputPrefix' : 'Prefix',
     c.errorOutputPrefix ?? c.prefix,

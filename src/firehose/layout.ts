@@ -129,11 +129,16 @@ function expressions(prefix: string): string[] {
 
 /**
  * Checks `Prefix` and `ErrorOutputPrefix` by the service's rules (s3-prefixes; reference §4.3):
- * `!{` only starts an expression; namespaces `timestamp` and `firehose`; `error-output-type` only in
- * `ErrorOutputPrefix`, which then must contain it; a `Prefix` with expressions needs an
- * `ErrorOutputPrefix`. Dynamic partitioning namespaces are refused by name (not emulated).
+ * `!{` only starts an expression; namespaces `timestamp`, `firehose` and, with dynamic partitioning
+ * (`dynamic`), `partitionKeyFromQuery`/`partitionKeyFromLambda` in `Prefix` only; `error-output-type`
+ * only in `ErrorOutputPrefix`, which then must contain it; a `Prefix` with expressions needs an
+ * `ErrorOutputPrefix`.
  */
-export function validatePrefixes(prefix: string, errorOutputPrefix: string | undefined): void {
+export function validatePrefixes(
+  prefix: string,
+  errorOutputPrefix: string | undefined,
+  dynamic = false,
+): void {
   const check = (value: string, name: string, isError: boolean) => {
     const stripped = value.replace(EXPRESSION, '')
     if (stripped.includes('!{')) {
@@ -160,9 +165,17 @@ export function validatePrefixes(prefix: string, errorOutputPrefix: string | und
           )
         }
       } else if (ns === 'partitionKeyFromQuery' || ns === 'partitionKeyFromLambda') {
-        throw badPrefix(
-          `${name} '${value}': !{${ns}:…} needs dynamic partitioning, which the local endpoint does not emulate`,
-        )
+        if (isError) {
+          throw badPrefix(`${name} '${value}': !{${ns}:…} is not allowed in ErrorOutputPrefix`)
+        }
+        if (!dynamic) {
+          throw badPrefix(
+            `${name} '${value}': !{${ns}:…} needs dynamic partitioning; set DynamicPartitioningConfiguration.Enabled to true`,
+          )
+        }
+        if (!/^[a-zA-Z0-9_.-]+$/.test(arg)) {
+          throw badPrefix(`${name} '${value}': !{${ns}:${arg}} needs a key name, e.g. !{${ns}:deviceId}`)
+        }
       } else {
         throw badPrefix(
           `${name} '${value}': unknown expression namespace '${ns}'; use !{timestamp:…} or !{firehose:…}`,
@@ -192,27 +205,66 @@ export function randomString(): string {
   return randomBytes(8).toString('hex').slice(0, 11)
 }
 
+/** Partition keys of one record: from the jq query and from the Lambda function's metadata. */
+export interface PartitionKeys {
+  query: Record<string, string>
+  lambda: Record<string, string>
+}
+
+/** How evaluatePrefix treats the expressions that are not time. */
+export interface EvaluateOptions {
+  errorOutputType?: string
+  /** A record's partition keys; a key the prefix uses and the record lacks throws. */
+  keys?: PartitionKeys
+  /** Partition keys replaced by a sample value (to check a prefix's literal text). */
+  sampleKeys?: boolean
+  /** Leave `!{firehose:random-string}` as it is (a partition's identity; evaluated per object). */
+  keepRandom?: boolean
+  /** `prefix` is already evaluated (a partition's): only its random strings are filled in. */
+  literal?: boolean
+}
+
+const RANDOM = '!{firehose:random-string}'
+
 /**
  * Evaluates a prefix at time `t`: every `!{timestamp:…}` at the same instant, a new random string per
- * `!{firehose:random-string}`, `errorOutputType` for `!{firehose:error-output-type}`. A prefix
- * without a timestamp expression gets `yyyy/MM/dd/HH/` appended by plain concatenation, as the
- * service does (reference §4.2, §4.3).
+ * `!{firehose:random-string}`, the error output type for `!{firehose:error-output-type}`, partition
+ * keys from `keys`. A prefix with neither a timestamp expression nor partition keys gets
+ * `yyyy/MM/dd/HH/` appended by plain concatenation, as the service does (reference §4.2, §4.3; a
+ * dynamic partitioning prefix is used as it is, dynamic-partitioning.html).
  *
  * @example evaluatePrefix('logs/!{timestamp:yyyy}/', t) // 'logs/2026/'
  * @example evaluatePrefix('legacy', t) // 'legacy2026/01/02/03/'
+ * @example evaluatePrefix('d=!{partitionKeyFromQuery:id}/', t, { keys: { query: { id: 'v1' }, lambda: {} } }) // 'd=v1/'
  */
-export function evaluatePrefix(prefix: string, t: ZonedTime, errorOutputType?: string): string {
+export function evaluatePrefix(prefix: string, t: ZonedTime, opts: string | EvaluateOptions = {}): string {
+  const o: EvaluateOptions = typeof opts === 'string' ? { errorOutputType: opts } : opts
+  if (o.literal) return prefix.replaceAll(RANDOM, () => randomString())
   let hasTimestamp = false
-  let out = prefix.replace(EXPRESSION, (_m, expr: string) => {
+  let hasKeys = false
+  let out = prefix.replace(EXPRESSION, (m, expr: string) => {
     if (expr.startsWith('timestamp:')) {
       hasTimestamp = true
       return formatJavaTime(expr.slice('timestamp:'.length), t)
     }
-    if (expr === 'firehose:random-string') return randomString()
-    if (expr === 'firehose:error-output-type') return errorOutputType ?? 'processing-failed'
+    if (expr === 'firehose:random-string') return o.keepRandom ? m : randomString()
+    if (expr === 'firehose:error-output-type') return o.errorOutputType ?? 'processing-failed'
+    const pk = /^partitionKeyFrom(Query|Lambda):(.*)$/.exec(expr)
+    if (pk) {
+      hasKeys = true
+      if (o.sampleKeys) return 'key'
+      if (!o.keys) return ''
+      const v = (pk[1] === 'Query' ? o.keys.query : o.keys.lambda)[pk[2]!]
+      if (v === undefined) {
+        throw new Error(
+          `the record has no partition key '${pk[2]}' (${m}): ${pk[1] === 'Query' ? 'the query gave no such key, or null' : 'the Lambda function returned no such metadata.partitionKeys entry'}`,
+        )
+      }
+      return v
+    }
     return ''
   })
-  if (!hasTimestamp) out += formatJavaTime(DEFAULT_TIME_PATH, t)
+  if (!hasTimestamp && !hasKeys) out += formatJavaTime(DEFAULT_TIME_PATH, t)
   if (out.length > MAX_EVALUATED_PREFIX_CHARS) {
     throw badPrefix(
       `evaluated prefix '${out.slice(0, 40)}…' is longer than ${MAX_EVALUATED_PREFIX_CHARS} characters`,

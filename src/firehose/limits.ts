@@ -46,3 +46,9 @@ export const QUOTA_PRESETS: Record<string, Quota> = {
 export const MAX_STREAMS = 5000
 /** Tags per delivery stream (model: Tags list 1..50 per call; TagDeliveryStream docs: 50 per stream). */
 export const MAX_TAGS = 50
+/**
+ * Active partitions of a stream with dynamic partitioning (dynamic-partitioning.html: "Once the
+ * number of active partitions reaches the limit of 500 per delivery stream, the rest of the records
+ * in the delivery stream are delivered to the specified S3 error bucket prefix"; 5,000 on request).
+ */
+export const MAX_ACTIVE_PARTITIONS = 500

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { lstatSync } from 'node:fs'
@@ -8,15 +9,28 @@ import { FleetsimError } from '../errors.ts'
 import { AbortedError, type Clock, systemClock, type TimerHandle } from '../runtime/clock.ts'
 import { describeFsError, type FolderLock, LockError, lockFolder } from '../runtime/lock.ts'
 import { FirehoseApi } from './api.ts'
+import { type FaultSettings, faultsFromJson, readObjectRecords, type ObjectRecords } from './controls.ts'
 import { BodyBudget, type BodyLimits } from './bodies.ts'
 import { FirehoseApiError, isDiskFull } from './errors.ts'
 import { type Quota, TARGET_PREFIX } from './limits.ts'
+import type { PipelineCounters } from './pipeline.ts'
+import { isS3Request, S3ReadApi, sendError as sendS3Error } from './s3api.ts'
+import { type AccessKey, authorize, SigV4Verifier } from './sigv4.ts'
 import { FolderSink, type ObjectSink } from './sink.ts'
-import { type StreamConfig, type StreamCounters, zeroStreamCounters } from './stream.ts'
+import { applyStreams } from './streams-file.ts'
+import {
+  type BufferSnapshot,
+  type ObjectWritten,
+  type StreamConfig,
+  type StreamCounters,
+  zeroStreamCounters,
+} from './stream.ts'
 import type { Durability } from './wal.ts'
 
 /** How often buffers are checked against their interval hint; interval 0 delivers within this. */
 const TICK_MS = 200
+/** Objects kept in the recent-objects list of stats() and snapshot() (the dashboard's list). */
+export const RECENT_OBJECTS = 50
 /** Content types accepted on POST (the SDKs send application/x-amz-json-1.1). */
 const CONTENT_TYPES = new Set([
   'application/x-amz-json-1.1',
@@ -61,11 +75,44 @@ export interface LocalFirehoseOptions {
   onError?: (err: unknown) => void
   /** Called with the records of each accepted put (the run command measures publish → acceptance). */
   onAccepted?: FirehoseApi['onAccepted']
+  /** Called for every object written (also the `object` event of `events`). */
+  onObject?: (o: ObjectWritten) => void
+  /** Local functions of Lambda processors: ARN → module path or http(s) URL (`--lambda`). */
+  lambdas?: ReadonlyMap<string, string>
+  /** Run the jq queries of dynamic partitioning in a worker thread of their own (default false: see FirehoseApiOptions.jqThread). */
+  jqThread?: boolean
+  /**
+   * Verify AWS Signature Version 4 on every request (Firehose and S3 API) against these keys
+   * (`--auth sigv4 --credentials-file`); default: no checks, as before.
+   */
+  auth?: { keys: readonly AccessKey[] }
+  /** Streams to create at start from a streams file (CreateDeliveryStream inputs), after recovery. */
+  streamsFile?: { path: string; streams: Array<Record<string, unknown>> }
+  /** Called with one line per stream of `streamsFile`. */
+  onStreamsApplied?: (lines: string[]) => void
+  /** Also serve the S3 read API alone on this port (0 = any free port); it is always on the main port too. */
+  s3Port?: number
+}
+
+/** Per stream, what the dashboard draws: the buffer against its hints, and per partition. */
+export interface StreamSnapshot extends BufferSnapshot {
+  status: string
+  partitions?: Array<BufferSnapshot & { prefix: string }>
+}
+
+/** A plain snapshot of the endpoint for a live view (issue 13): buffers, recent objects, faults. */
+export interface FirehoseSnapshot {
+  timeMs: number
+  streams: Record<string, StreamSnapshot>
+  recentObjects: ObjectWritten[]
+  faults: FaultSettings
 }
 
 export interface LocalFirehose {
   readonly url: string
   readonly port: number
+  /** The S3 read API's own URL with `s3Port`, else the main URL (it answers S3 requests too). */
+  readonly s3Url: string
   readonly api: FirehoseApi
   readonly objectsLocation: string
   /** Streams and records brought back from the log at start. */
@@ -79,6 +126,14 @@ export interface LocalFirehose {
   settle(): Promise<void>
   /** Stops taking requests, delivers what it holds, closes. Idempotent. */
   close(): Promise<void>
+  /** Buffers per stream and partition, the recent objects and the faults now. */
+  snapshot(): FirehoseSnapshot
+  /** `object` (ObjectWritten) for every object written; `faults` (FaultSettings) when they change. */
+  readonly events: EventEmitter<{ object: [ObjectWritten]; faults: [FaultSettings] }>
+  /** Changes the record failure rate, the call error rate and the quota while it runs; throws a ConfigError naming a bad value. */
+  setFaults(f: Partial<FaultSettings>): FaultSettings
+  /** The first `records` records of a delivered object (at most 100 records and 1 MiB read; path-safe). */
+  readObject(bucket: string, key: string, records?: number): Promise<ObjectRecords>
 }
 
 export interface FirehoseStats extends StreamCounters {
@@ -93,8 +148,24 @@ export interface FirehoseStats extends StreamCounters {
   bodiesRefused: number
   bodiesTimedOut: number
   bodiesShed: number
+  /** Requests refused by --auth sigv4 (unknown key, bad signature, skew, malformed, not allowed). */
+  authFailures?: number
+  /** Requests to the S3 read API. */
+  s3Requests?: number
+  /** Records through processors (de-aggregation, Lambda, jq), all streams: see PipelineCounters. */
+  processing?: PipelineCounters
   /** The same counters per stream. */
-  byStream: Record<string, StreamCounters & { recordsBuffered: number; status: string; version: number }>
+  byStream: Record<
+    string,
+    StreamCounters & {
+      recordsBuffered: number
+      status: string
+      version: number
+      processing?: PipelineCounters
+    }
+  >
+  /** The last objects written, newest last (at most RECENT_OBJECTS). */
+  recentObjects?: ObjectWritten[]
 }
 
 /**
@@ -134,6 +205,8 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
   const walDir = join(outDir, 'wal')
   const lock = lockOut(walDir, outDir, flags.out)
 
+  const recent: ObjectWritten[] = []
+  const events = new EventEmitter<{ object: [ObjectWritten]; faults: [FaultSettings] }>()
   const sink: ObjectSink =
     opts.sink ?? new FolderSink(join(outDir, 's3'), { fsync: opts.durability === 'fsync' })
   const api = new FirehoseApi({
@@ -148,17 +221,48 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     errorRate: opts.errorRate,
     seed: opts.seed,
     onError: opts.onError,
+    lambdas: opts.lambdas,
+    jqThread: opts.jqThread,
+    onObject: (o) => {
+      recent.push(o)
+      if (recent.length > RECENT_OBJECTS) recent.shift()
+      opts.onObject?.(o)
+      events.emit('object', o)
+    },
   })
   api.onAccepted = opts.onAccepted
-  const counters = { requests: 0, errors: 0 }
+  const counters = { requests: 0, errors: 0, authFailures: 0, s3Requests: 0 }
+  const verifier = opts.auth ? new SigV4Verifier(opts.auth.keys, now) : undefined
+  const s3 = new S3ReadApi(join(outDir, 's3'))
+  const serveS3 = (req: IncomingMessage, res: ServerResponse) => {
+    counters.s3Requests++
+    if (!verifier) return s3.handle(req, res)
+    req.resume()
+    verifier
+      .verify(
+        { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body: new Uint8Array() },
+        's3',
+      )
+      .then(
+        () => s3.handle(req, res),
+        (err) => {
+          counters.authFailures++
+          sendS3Error(res, req, err)
+        },
+      )
+  }
   const bodies = new BodyBudget(opts.bodyLimits, clock)
   let markReady!: () => void
   const ready = new Promise<void>((r) => {
     markReady = r
   })
 
+  const local: LocalRoutes = { stats, snapshot, faults, setFaults, readObject }
   const server: Server = createServer((req, res) => {
-    if (req.method === 'GET') return serveGet(req, res, () => stats())
+    if (isS3Request(req)) return serveS3(req, res)
+    if (req.method === 'GET' || (req.method === 'POST' && req.url?.startsWith('/_fleetsim/'))) {
+      return serveLocal(req, res, local)
+    }
     counters.requests++
     bodies.read(req, (err, body, cut) => {
       if (err) {
@@ -184,6 +288,19 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
   })
 
   async function handle(req: IncomingMessage, body: Buffer): Promise<string> {
+    // Authentication first: a request that fails it is answered before anything is read or stored.
+    let identity: Awaited<ReturnType<SigV4Verifier['verify']>> | undefined
+    if (verifier) {
+      try {
+        identity = await verifier.verify(
+          { method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body },
+          'firehose',
+        )
+      } catch (err) {
+        counters.authFailures++
+        throw err
+      }
+    }
     if (req.method !== 'POST') {
       throw new FirehoseApiError(
         'UnknownOperationException',
@@ -217,22 +334,54 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     if (typeof input !== 'object' || input === null || Array.isArray(input)) {
       throw new FirehoseApiError('SerializationException', 'Request body must be a JSON object')
     }
+    if (identity) {
+      try {
+        authorize(identity, op, input as Record<string, unknown>)
+      } catch (err) {
+        counters.authFailures++
+        throw err
+      }
+      if (op === 'ListDeliveryStreams' && identity.streams) {
+        // A key limited to some streams lists only those.
+        const out = JSON.parse(await api.handle(op, input as Record<string, unknown>)) as {
+          DeliveryStreamNames: string[]
+        }
+        out.DeliveryStreamNames = out.DeliveryStreamNames.filter((n) => identity.streams!.has(n))
+        return JSON.stringify(out)
+      }
+    }
     return api.handle(op, input as Record<string, unknown>)
   }
 
   let recovered: { streams: number; records: number } | undefined
+  const s3Server: Server | undefined =
+    opts.s3Port === undefined
+      ? undefined
+      : createServer((req, res) => {
+          if (req.method === 'GET' && (req.url === '/health' || req.url === '/stats'))
+            return serveLocal(req, res, local)
+          serveS3(req, res)
+        })
   try {
     await listen(server, port, host, flags)
+    if (s3Server) await listen(s3Server, opts.s3Port!, host, { port: '--s3-port', host: flags.host })
     if (signal?.aborted) throw new AbortedError(signal.reason)
     await sink.open?.()
     recovered = api.recover()
     for (const { name, ...config } of opts.createStreams ?? []) api.ensureStream(name, config)
+    if (opts.streamsFile) {
+      // Applied whether or not anyone listens (`f?.(await g())` would skip g when f is unset).
+      const lines = await applyStreams(api, opts.streamsFile.path, opts.streamsFile.streams)
+      opts.onStreamsApplied?.(lines)
+    }
     if (signal?.aborted) throw new AbortedError(signal.reason)
   } catch (err) {
     // Nothing was accepted yet. What was recovered is ours (we hold the lock): it is delivered or
     // left in the log as at any close; then the folder is let go.
     server.close()
     server.closeAllConnections()
+    s3Server?.close()
+    s3Server?.closeAllConnections()
     bodies.cutAll()
     if (recovered) await api.flush(true).catch(() => {})
     await sink.close?.()
@@ -266,19 +415,54 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
       bodiesInFlight: bodies.bodiesInFlight,
       ...bodies.counters,
       byStream: {},
+      recentObjects: [...recent],
     }
     const t = now()
     for (const st of api.streams.values()) {
       for (const k of Object.keys(st.counters) as Array<keyof StreamCounters>) s[k] += st.counters[k]
       s.recordsBuffered += st.buffered.records
+      const p = st.pipelineCounters
       s.byStream[st.name] = {
         ...st.counters,
         recordsBuffered: st.buffered.records,
         status: st.status(t),
         version: st.version,
+        ...(p ? { processing: { ...p } } : {}),
+      }
+      if (p) {
+        s.processing ??= {
+          recordsProcessed: 0,
+          recordsDropped: 0,
+          recordsFailed: 0,
+          lambdaInvocations: 0,
+          lambdaErrors: 0,
+        }
+        for (const k of Object.keys(p) as Array<keyof PipelineCounters>) s.processing[k] += p[k]
       }
     }
     return s
+  }
+
+  function snapshot(): FirehoseSnapshot {
+    const t = now()
+    const streams: Record<string, StreamSnapshot> = {}
+    for (const st of api.streams.values()) streams[st.name] = { status: st.status(t), ...st.snapshot(t) }
+    return { timeMs: t, streams, recentObjects: [...recent], faults: faults() }
+  }
+  function faults(): FaultSettings {
+    return { ...api.faults, quota: api.currentQuota ?? null }
+  }
+  function setFaults(f: Partial<FaultSettings>): FaultSettings {
+    const next = faultsFromJson(f, faults())
+    api.faults.failRate = next.failRate
+    api.faults.errorRate = next.errorRate
+    if (f.quota !== undefined) api.setQuota(next.quota ?? undefined)
+    const now2 = faults()
+    events.emit('faults', now2)
+    return now2
+  }
+  function readObject(bucket: string, key: string, records?: number) {
+    return readObjectRecords(join(outDir, 's3'), bucket, key, records)
   }
 
   let closing: Promise<void> | undefined
@@ -288,6 +472,10 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
       clock.clearTimer(timer)
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections()
+      if (s3Server) {
+        s3Server.close()
+        s3Server.closeAllConnections()
+      }
       // Bodies still arriving would hold the close until their deadline: cut them (nothing of
       // them was accepted; the SDKs retry the 503).
       bodies.cutAll()
@@ -305,9 +493,12 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     close().catch((err) => opts.onError?.(err))
   }
   signal?.addEventListener('abort', onAbort, { once: true })
+  const url = `http://${urlHost}:${address.port}`
+  const s3Address = s3Server?.address() as AddressInfo | undefined
   return {
-    url: `http://${urlHost}:${address.port}`,
+    url,
     port: address.port,
+    s3Url: s3Address ? `http://${urlHost}:${s3Address.port}` : url,
     api,
     objectsLocation: sink.location,
     recovered,
@@ -316,7 +507,20 @@ export async function startLocalFirehose(opts: LocalFirehoseOptions): Promise<Lo
     flush: () => api.flush(),
     settle: () => api.settle(),
     close,
+    snapshot,
+    events,
+    setFaults,
+    readObject,
   }
+}
+
+/** What the local routes (`/health`, `/stats`, `/_fleetsim/…`) read and change. */
+interface LocalRoutes {
+  stats(): FirehoseStats
+  snapshot(): FirehoseSnapshot
+  faults(): FaultSettings
+  setFaults(f: Partial<FaultSettings>): FaultSettings
+  readObject(bucket: string, key: string, records?: number): Promise<ObjectRecords>
 }
 
 /** Takes the lock of the log folder; a folder that cannot be written is a start error naming `--out`. */
@@ -431,7 +635,12 @@ function sendError(res: ServerResponse, err: unknown, cut: boolean): void {
       : new FirehoseApiError('InternalFailure', err instanceof Error ? err.message : String(err), 500)
   const headers: Record<string, string> = { 'x-amzn-errortype': e.type }
   if (cut) headers['connection'] = 'close'
-  send(res, e.status, JSON.stringify({ __type: e.type, message: e.message }), headers)
+  // The service's AccessDeniedException body says `Message` (reference §1.3, observed).
+  const body =
+    e.type === 'AccessDeniedException'
+      ? { __type: e.type, Message: e.message }
+      : { __type: e.type, message: e.message }
+  send(res, e.status, JSON.stringify(body), headers)
   if (cut) {
     // The rest of the body is not read: the connection goes, with its bytes.
     const socket = res.req.socket
@@ -441,16 +650,59 @@ function sendError(res: ServerResponse, err: unknown, cut: boolean): void {
   }
 }
 
-function serveGet(req: IncomingMessage, res: ServerResponse, stats: () => FirehoseStats): void {
-  const path = (req.url ?? '/').split('?')[0]
+const json = (res: ServerResponse, status: number, body: unknown) => {
+  const text = JSON.stringify(body)
+  res
+    .writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+    .end(text)
+}
+
+/**
+ * The endpoint's own routes: `GET /health`, `GET /stats`, `GET /_fleetsim/snapshot`,
+ * `GET|POST /_fleetsim/faults`, `GET /_fleetsim/object?bucket=…&key=…&records=N`. A bad value is
+ * answered 400 with `{"message"}` naming it.
+ */
+function serveLocal(req: IncomingMessage, res: ServerResponse, local: LocalRoutes): void {
+  const url = new URL(req.url ?? '/', 'http://x')
+  const path = url.pathname
+  if (req.method === 'POST' && path === '/_fleetsim/faults') {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size <= 64 * 1024) chunks.push(c)
+    })
+    req.on('end', () => {
+      try {
+        if (size > 64 * 1024) throw new Error('the body is larger than 64 KiB; send a small JSON object')
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as unknown
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+          throw new Error('the body must be a JSON object, e.g. {"failRate":0.3}')
+        }
+        json(res, 200, local.setFaults(body as Partial<FaultSettings>))
+      } catch (err) {
+        json(res, 400, { message: err instanceof Error ? err.message : String(err) })
+      }
+    })
+    return
+  }
   req.resume()
-  if (path === '/health') {
-    res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}')
-  } else if (path === '/stats') {
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(stats()))
+  if (path === '/health') json(res, 200, { status: 'ok' })
+  else if (path === '/stats') json(res, 200, local.stats())
+  else if (path === '/_fleetsim/snapshot') json(res, 200, local.snapshot())
+  else if (path === '/_fleetsim/faults') json(res, 200, local.faults())
+  else if (path === '/_fleetsim/object') {
+    const bucket = url.searchParams.get('bucket') ?? ''
+    const key = url.searchParams.get('key') ?? ''
+    const n = url.searchParams.get('records')
+    local.readObject(bucket, key, n === null ? undefined : Number(n)).then(
+      (r) => json(res, 200, r),
+      (err) => json(res, (err as { status?: number }).status ?? 400, { message: (err as Error).message }),
+    )
   } else {
-    res
-      .writeHead(404, { 'content-type': 'application/json' })
-      .end('{"message":"Try POST / (AWS JSON 1.1), GET /health or GET /stats"}')
+    json(res, 404, {
+      message:
+        'Try POST / (AWS JSON 1.1), GET /health, GET /stats, GET /_fleetsim/snapshot, GET|POST /_fleetsim/faults, GET /_fleetsim/object?bucket=…&key=…',
+    })
   }
 }

@@ -5,6 +5,10 @@ import { gzip } from 'node:zlib'
 import { bucketFromArn, objectKey } from './layout.ts'
 import { ACCOUNT_ID, BUFFER_INTERVAL_S, BUFFER_SIZE_MB } from './limits.ts'
 import { type Clock, sleep, systemClock } from '../runtime/clock.ts'
+import { type Extracted, extractKeysHere } from './jq.ts'
+import type { LambdaFunction } from './lambda.ts'
+import { type PartitionBuffer, type PipelineCounters, ProcessedPipeline } from './pipeline.ts'
+import { type PipelineSpec, pipelineSpec, type ProcessorConfig } from './processing.ts'
 import type { TokenBuckets } from './quotas.ts'
 import type { ObjectSink } from './sink.ts'
 import {
@@ -38,6 +42,47 @@ export interface StreamConfig {
   fileExtension?: string
   /** IANA zone of the time prefix and suffix; '' = UTC. */
   customTimeZone: string
+  /** ProcessingConfiguration as given (Enabled, Processors); AppendDelimiterToRecord is also `appendDelimiter`. */
+  processingEnabled?: boolean
+  processors?: ProcessorConfig[]
+  /** DynamicPartitioningConfiguration (Enabled, RetryOptions.DurationInSeconds). */
+  dynamicPartitioning?: { enabled: boolean; retryDurationInSeconds: number }
+}
+
+/** Server-side encryption of a stream (Start/StopDeliveryStreamEncryption) and its state machine. */
+export interface StreamEncryption {
+  keyType?: 'AWS_OWNED_CMK' | 'CUSTOMER_MANAGED_CMK'
+  keyArn?: string
+  /** Where the transition goes, and when it gets there (ENABLING → ENABLED, DISABLING → DISABLED). */
+  target: 'ENABLED' | 'DISABLED'
+  atMs: number
+  /** Start/Stop calls, for the service's 25-per-24-hours limit. */
+  calls?: number[]
+}
+
+/** Why an object was written: which threshold fired. */
+export type WriteReason =
+  | 'size'
+  | 'interval'
+  | 'flush'
+  | 'close'
+  | 'update'
+  | 'delete'
+  | 'recovered'
+  | 'memory'
+
+/** One object written: what the `object` event and the recent-objects list carry. */
+export interface ObjectWritten {
+  stream: string
+  bucket: string
+  key: string
+  records: number
+  bytes: number
+  reason: WriteReason | string
+  /** When it was written, ms since epoch. */
+  timeMs: number
+  /** The error output type, for objects under ErrorOutputPrefix. */
+  errorOutputType?: string
 }
 
 export const defaultStreamConfig = (): StreamConfig => ({
@@ -92,6 +137,17 @@ export interface StreamMeta {
   createdAtMs: number
   lastUpdatedAtMs: number
   tags?: Record<string, string>
+  encryption?: StreamEncryption
+}
+
+/** A stream's buffer as the dashboard shows it (issue 13): what waits, for how long, against which hints. */
+export interface BufferSnapshot {
+  bufferedBytes: number
+  bufferedRecords: number
+  /** Age of the oldest buffered record, ms; 0 when empty. */
+  oldestAgeMs: number
+  sizeInMBs: number
+  intervalInSeconds: number
 }
 
 /**
@@ -117,7 +173,8 @@ const NEWLINE = 0x0a
 /**
  * One delivery stream: its configuration, its buffer (the WAL entries of accepted calls), its
  * write-ahead log, and its deliveries to the sink. Deliveries run one at a time per stream, in
- * order, so objects follow arrival order.
+ * order, so objects follow arrival order. A stream with processors or dynamic partitioning hands its
+ * records to a ProcessedPipeline (pipeline.ts) instead of the buffer.
  */
 export class DeliveryStream {
   readonly arn: string
@@ -131,6 +188,8 @@ export class DeliveryStream {
   quota: TokenBuckets | undefined
   /** Tags (TagDeliveryStream); kept with the settings. */
   tags: Record<string, string> = {}
+  /** Server-side encryption (Start/StopDeliveryStreamEncryption); undefined = never enabled. */
+  encryption: StreamEncryption | undefined
 
   private entries: Buffer[] = []
   private bufferedRecords = 0
@@ -143,19 +202,33 @@ export class DeliveryStream {
   /** A delivery gave up at shutdown: its records are only in the log, which must stay. */
   private undelivered = false
   private readonly onError: (err: unknown) => void
-  private readonly clock: Clock
+  private readonly onObject: ((o: ObjectWritten) => void) | undefined
+  readonly clock: Clock
   /** Aborted by close(): a retry backoff under way ends at once, so shutdown does not wait it out. */
   private readonly wake = new AbortController()
+  private _config: StreamConfig
+  private pipeline: ProcessedPipeline | undefined
+  private readonly lambdas: (arn: string) => LambdaFunction | undefined
+  private readonly jq: (texts: string[], query: string) => Promise<Extracted[]>
+  private readonly warmJq: (() => void) | undefined
 
   constructor(
     readonly name: string,
-    public config: StreamConfig,
+    config: StreamConfig,
     private readonly sink: ObjectSink,
     private readonly log: StreamLog | undefined,
     opts: {
       nowMs: number
       creatingMs?: number
       onError?: (err: unknown) => void
+      /** Called for every object written. */
+      onObject?: (o: ObjectWritten) => void
+      /** The local functions of Lambda processors, by ARN. */
+      lambdas?: (arn: string) => LambdaFunction | undefined
+      /** Where jq queries run (default: in this thread). */
+      jq?: (texts: string[], query: string) => Promise<Extracted[]>
+      /** Called when a pipeline with a jq query is set up, so that jq can get ready before the first batch. */
+      warmJq?: () => void
       meta?: StreamMeta
       /** The clock of the retry backoff (default the system clock). */
       clock?: Clock
@@ -168,12 +241,79 @@ export class DeliveryStream {
     this.version = opts.meta?.version ?? 1
     this.activeAtMs = opts.meta ? 0 : opts.nowMs + (opts.creatingMs ?? 0)
     this.tags = { ...opts.meta?.tags }
+    this.encryption = opts.meta?.encryption
     this.onError = opts.onError ?? (() => {})
+    this.onObject = opts.onObject
+    this.lambdas = opts.lambdas ?? (() => undefined)
+    this.jq = opts.jq ?? extractKeysHere
+    this.warmJq = opts.warmJq
+    this._config = config
+    this.pipeline = this.makePipeline(config)
+  }
+
+  get config(): StreamConfig {
+    return this._config
+  }
+
+  /**
+   * New settings. What is buffered or being processed is delivered under the old settings and
+   * version first (the caller increments the version after).
+   */
+  set config(c: StreamConfig) {
+    const old = this.pipeline
+    if (old) void old.drain('update')
+    else this.deliver('update')
+    this._config = c
+    const next = pipelineSpec(this.processingSettings(c))
+    this.pipeline = old && next && sameSpec(old.spec, next) ? old : this.makePipeline(c)
+  }
+
+  private processingSettings(c: StreamConfig) {
+    return {
+      processingEnabled: c.processingEnabled ?? c.appendDelimiter,
+      processors: c.processors ?? [],
+      dynamicPartitioning: c.dynamicPartitioning,
+      prefix: c.prefix,
+      errorOutputPrefix: c.errorOutputPrefix,
+      sizeInMBs: c.sizeInMBs,
+      appendDelimiter: c.appendDelimiter,
+    }
+  }
+
+  private makePipeline(c: StreamConfig): ProcessedPipeline | undefined {
+    const spec = pipelineSpec(this.processingSettings(c))
+    if (!spec) return undefined
+    if (spec.query) this.warmJq?.()
+    return new ProcessedPipeline(
+      spec,
+      {
+        name: this.name,
+        arn: this.arn,
+        clock: this.clock,
+        settings: () => ({ ...this._config, version: this.version }),
+        lambda: (arn) => this.lambdas(arn),
+        jq: (texts, query) => this.jq(texts, query),
+        // `settings` is what settings() gave: a whole StreamConfig (with the version), maybe of before an update.
+        write: (buffer, key, body, reason, settings) =>
+          this.queueObject(buffer, key, body, reason, settings as unknown as StreamConfig),
+        onError: (err) => this.onError(err),
+      },
+      () => (this.log ? this.log.rotate() : undefined),
+      this.log !== undefined,
+    )
   }
 
   status(nowMs: number): 'CREATING' | 'ACTIVE' | 'DELETING' {
     if (this.deleting) return 'DELETING'
     return nowMs >= this.activeAtMs ? 'ACTIVE' : 'CREATING'
+  }
+
+  /** ENABLING/ENABLED/DISABLING/DISABLED at `nowMs`. */
+  encryptionStatus(nowMs: number): 'ENABLING' | 'ENABLED' | 'DISABLING' | 'DISABLED' {
+    const e = this.encryption
+    if (!e) return 'DISABLED'
+    if (nowMs >= e.atMs) return e.target
+    return e.target === 'ENABLED' ? 'ENABLING' : 'DISABLING'
   }
 
   meta(): StreamMeta {
@@ -184,11 +324,49 @@ export class DeliveryStream {
       createdAtMs: this.createdAtMs,
       lastUpdatedAtMs: this.lastUpdatedAtMs,
       tags: this.tags,
+      ...(this.encryption ? { encryption: this.encryption } : {}),
     }
   }
 
   get buffered(): { records: number; bytes: number } {
+    if (this.pipeline) {
+      const p = this.pipeline.buffered
+      return { records: this.bufferedRecords + p.records, bytes: this.bufferedBytes + p.bytes }
+    }
     return { records: this.bufferedRecords, bytes: this.bufferedBytes }
+  }
+
+  /** The buffer against its hints, and each partition's (dynamic partitioning), for the dashboard. */
+  snapshot(nowMs: number): BufferSnapshot & { partitions?: Array<BufferSnapshot & { prefix: string }> } {
+    const c = this.config
+    const hints = { sizeInMBs: c.sizeInMBs, intervalInSeconds: c.intervalInSeconds }
+    if (!this.pipeline) {
+      return {
+        bufferedBytes: this.bufferedBytes,
+        bufferedRecords: this.bufferedRecords,
+        oldestAgeMs: this.oldestArrivalMs < 0 ? 0 : Math.max(0, nowMs - this.oldestArrivalMs),
+        ...hints,
+      }
+    }
+    const b = this.pipeline.buffered
+    return {
+      bufferedBytes: b.bytes,
+      bufferedRecords: b.records,
+      oldestAgeMs: b.oldestArrivalMs < 0 ? 0 : Math.max(0, nowMs - b.oldestArrivalMs),
+      ...hints,
+      partitions: [...this.pipeline.partitions.values()].map((p) => ({
+        prefix: p.errorOutputType ? `(${p.errorOutputType})` : p.id,
+        bufferedBytes: p.bytes,
+        bufferedRecords: p.records.length,
+        oldestAgeMs: Math.max(0, nowMs - p.oldestArrivalMs),
+        ...hints,
+      })),
+    }
+  }
+
+  /** The pipeline's counters (processed, dropped, failed, Lambda calls), zero without one. */
+  get pipelineCounters(): PipelineCounters | undefined {
+    return this.pipeline?.counters
   }
 
   get logDir(): string | undefined {
@@ -197,12 +375,23 @@ export class DeliveryStream {
 
   /**
    * Delivers the segments found in the log at start, one object each (each was one object that was
-   * never written), named from their oldest record's arrival. One segment is read at a time.
+   * never written), named from their oldest record's arrival. One segment is read at a time. With a
+   * pipeline, each segment is processed again instead.
    */
   restore(segments: RecoveredSegment[]): void {
     for (const seg of segments) {
       if (seg.records === 0) removeSegments([seg.path])
-      else this.enqueue([seg.path], [], seg.records, new Date(seg.oldestArrivalMs), this.config, this.version)
+      else if (this.pipeline) this.pipeline.restore(seg.path)
+      else
+        this.enqueue(
+          [seg.path],
+          [],
+          seg.records,
+          new Date(seg.oldestArrivalMs),
+          this.config,
+          this.version,
+          'recovered',
+        )
     }
   }
 
@@ -215,8 +404,12 @@ export class DeliveryStream {
     else done(null)
     this.counters.recordsAccepted += count
     this.counters.bytesAccepted += bytes
+    if (this.pipeline) {
+      this.pipeline.accept(entry, bytes)
+      return
+    }
     this.push(entry, count, bytes)
-    if (this.bufferedBytes >= this.config.sizeInMBs * 1024 * 1024) this.deliver()
+    if (this.bufferedBytes >= this.config.sizeInMBs * 1024 * 1024) this.deliver('size')
   }
 
   private push(entry: Buffer, count: number, bytes: number): void {
@@ -230,27 +423,33 @@ export class DeliveryStream {
 
   /** Delivers the buffer when its oldest record has waited the interval hint. */
   tick(nowMs: number): void {
+    if (this.pipeline) {
+      this.pipeline.tick(nowMs)
+      return
+    }
     if (this.oldestArrivalMs >= 0 && nowMs - this.oldestArrivalMs >= this.config.intervalInSeconds * 1000) {
-      this.deliver()
+      this.deliver('interval')
     }
   }
 
   /** Delivers whatever is buffered and waits for every delivery under way. */
-  async flush(): Promise<void> {
-    this.deliver()
+  async flush(reason: WriteReason = 'flush'): Promise<void> {
+    if (this.pipeline) await this.pipeline.drain(reason)
+    this.deliver(reason)
     await this.delivering
   }
 
   /** Waits for the deliveries already started (does not start one). */
-  settled(): Promise<void> {
-    return this.delivering
+  async settled(): Promise<void> {
+    if (this.pipeline) await this.pipeline.settled()
+    await this.delivering
   }
 
   /** Delivers what is buffered, then closes the log (deleting it if the stream was deleted). */
   async close(removeLogDir = false): Promise<void> {
     this.stopping = true
     this.wake.abort()
-    await this.flush()
+    await this.flush(removeLogDir ? 'delete' : 'close')
     if (!this.log) return
     const last = this.log.close()
     // The last segment holds records if the buffer could not be taken (no new segment: disk full).
@@ -262,7 +461,9 @@ export class DeliveryStream {
   /** Whether so many deliveries are waiting that puts must be refused (MAX_PENDING_DELIVERIES). */
   get backlogged(): boolean {
     return (
-      this.pendingDeliveries >= (this.log ? MAX_PENDING_DELIVERIES.withLog : MAX_PENDING_DELIVERIES.inMemory)
+      this.pendingDeliveries >=
+        (this.log ? MAX_PENDING_DELIVERIES.withLog : MAX_PENDING_DELIVERIES.inMemory) ||
+      this.pipeline?.backlogged === true
     )
   }
 
@@ -270,7 +471,7 @@ export class DeliveryStream {
    * Takes the buffer as one object. The configuration and version are read now: records buffered
    * before an UpdateDestination are written under the old version.
    */
-  deliver(): void {
+  deliver(reason: WriteReason = 'flush'): void {
     if (this.oldestArrivalMs < 0) return
     let segments: string[] = []
     try {
@@ -291,7 +492,7 @@ export class DeliveryStream {
     this.bufferedRecords = 0
     this.bufferedBytes = 0
     this.oldestArrivalMs = -1
-    this.enqueue(segments, entries, records, arrival, config, version)
+    this.enqueue(segments, entries, records, arrival, config, version, reason)
   }
 
   /** Queues one object: from log `segments` (read back now) or, without a log, from `entries`. */
@@ -302,19 +503,27 @@ export class DeliveryStream {
     arrival: Date,
     config: StreamConfig,
     version: number,
+    reason: string,
   ): void {
     this.pendingDeliveries++
     // The chain never rejects: a delivery that throws is reported and its records stay in the log,
     // and the deliveries after it still run.
     this.delivering = this.delivering.then(async () => {
       try {
-        const written = await this.write(
+        const raw = assemble(
           this.log ? await readSegments(segments) : entries,
           records,
-          arrival,
-          config,
-          version,
+          config.appendDelimiter,
         )
+        const key = objectKey({
+          stream: this.name,
+          version,
+          time: arrival,
+          prefix: config.prefix,
+          timeZone: config.customTimeZone,
+          uuid: randomUUID(),
+        })
+        const written = await this.writeObject(config, key, raw, records, reason)
         if (written) removeSegments(segments)
         else this.undelivered = true
       } catch (err) {
@@ -327,30 +536,53 @@ export class DeliveryStream {
     })
   }
 
-  private async write(
-    entries: Buffer[],
-    records: number,
-    arrival: Date,
+  /** Queues the write of a pipeline buffer (a partition, or an error output) on the delivery chain. */
+  private queueObject(
+    buffer: PartitionBuffer,
+    key: string,
+    body: Buffer,
+    reason: string,
     config: StreamConfig,
-    version: number,
   ): Promise<boolean> {
-    const raw = assemble(entries, records, config.appendDelimiter)
-    const body = config.compression === 'GZIP' ? await gzipAsync(raw) : raw
-    const key = objectKey({
-      stream: this.name,
-      version,
-      time: arrival,
-      prefix: config.prefix,
-      timeZone: config.customTimeZone,
-      extension: config.fileExtension ?? DEFAULT_EXTENSION[config.compression],
-      uuid: randomUUID(),
+    this.pendingDeliveries++
+    const records = buffer.recordsCount
+    const result = this.delivering.then(async () => {
+      try {
+        const written = await this.writeObject(config, key, body, records, reason, buffer.errorOutputType)
+        if (!written) this.undelivered = true
+        return written
+      } catch (err) {
+        this.counters.deliveryErrors++
+        this.undelivered = true
+        this.onError(err)
+        return false
+      } finally {
+        this.pendingDeliveries--
+      }
     })
-    // At-least-once, as the service: a failed write is retried with capped backoff while the
-    // endpoint runs; once it is closing, a few more tries, then the records are left in the log
-    // (their segments are not deleted), so the next start delivers them.
+    this.delivering = result.then(() => {})
+    return result
+  }
+
+  /**
+   * Compresses and writes one object (`key` without its extension). At-least-once, as the service: a
+   * failed write is retried with capped backoff while the endpoint runs; once it is closing, a few
+   * more tries, then false (the caller leaves the records in the log for the next start).
+   */
+  private async writeObject(
+    config: StreamConfig,
+    keyNoExt: string,
+    raw: Buffer,
+    records: number,
+    reason: string,
+    errorOutputType?: string,
+  ): Promise<boolean> {
+    const body = config.compression === 'GZIP' ? await gzipAsync(raw) : raw
+    const key = keyNoExt + (config.fileExtension ?? DEFAULT_EXTENSION[config.compression])
+    const bucket = bucketFromArn(config.bucketArn)
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.sink.put(bucketFromArn(config.bucketArn), key, body, config.compression)
+        await this.sink.put(bucket, key, body, config.compression)
         break
       } catch (err) {
         this.counters.deliveryErrors++
@@ -367,8 +599,22 @@ export class DeliveryStream {
     this.counters.objectsWritten++
     this.counters.recordsWritten += records
     this.counters.bytesWritten += body.length
+    this.onObject?.({
+      stream: this.name,
+      bucket,
+      key,
+      records,
+      bytes: body.length,
+      reason,
+      timeMs: this.clock.now(),
+      ...(errorOutputType ? { errorOutputType } : {}),
+    })
     return true
   }
+}
+
+function sameSpec(a: PipelineSpec, b: PipelineSpec): boolean {
+  return JSON.stringify(a) === JSON.stringify(b)
 }
 
 /** The entries of log segments, in order. */

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { BenchRow, BenchSuite } from '../harness.ts'
@@ -14,6 +14,25 @@ const RECORD_BYTES = 200
  */
 const CLIENT_PROCESSES = 2
 const CONCURRENCY = 4
+/** Partitions of the dynamic-partitioning row: the records' deviceIds (bench-0 … bench-499) mod 20. */
+const PARTITIONS = 20
+/** The stream of that row, as a `--streams` file: jq inline parsing, 20 partitions, 64 MiB / 300 s. */
+const PARTITIONED_STREAM = `- DeliveryStreamName: bench
+  ExtendedS3DestinationConfiguration:
+    RoleARN: arn:aws:iam::000000000000:role/firehose
+    BucketARN: arn:aws:s3:::fleetsim-local
+    Prefix: "p=!{partitionKeyFromQuery:p}/"
+    ErrorOutputPrefix: "errors/!{firehose:error-output-type}/"
+    BufferingHints: { SizeInMBs: 64, IntervalInSeconds: 300 }
+    DynamicPartitioningConfiguration: { Enabled: true }
+    ProcessingConfiguration:
+      Enabled: true
+      Processors:
+        - Type: MetadataExtraction
+          Parameters:
+            - { ParameterName: MetadataExtractionQuery, ParameterValue: '{p: (.deviceId | ltrimstr("bench-") | tonumber % ${PARTITIONS})}' }
+            - { ParameterName: JsonParsingEngine, ParameterValue: JQ-1.6 }
+`
 
 /**
  * The baseline: a bare node:http server that only parses the same requests (JSON.parse and base64
@@ -184,7 +203,12 @@ export const suite: BenchSuite = {
     const bare: number[] = []
     const ours: number[] = []
     const oursFsync: number[] = []
+    const partitioned: number[] = []
+    const partitionedProcessed: number[] = []
     let failedCalls = 0
+    let partitionedFailedCalls = 0
+    const streamsFile = join(out, 'partitioned.yaml')
+    await writeFile(streamsFile, PARTITIONED_STREAM)
     const measure = async (url: string, into: number[], label: string, round: number) => {
       const r = await drive(url, ms)
       into.push(r.rate)
@@ -227,6 +251,40 @@ export const suite: BenchSuite = {
         } finally {
           await stopServer(o)
         }
+        // Dynamic partitioning on: what is accepted, and what jq partitions in the same time (the
+        // processing runs behind acceptance, bounded; puts get 503s when it falls 64 MiB behind).
+        const dp = await startServer([
+          BIN,
+          'firehose',
+          '--port',
+          '0',
+          '--out',
+          join(out, `dp-${round}`),
+          '--streams',
+          streamsFile,
+          '--no-log-objects',
+        ])
+        try {
+          const processed = async () =>
+            ((await (await fetch(`${dp.url}/stats`)).json()) as { processing?: { recordsProcessed: number } })
+              .processing?.recordsProcessed ?? 0
+          const before = await processed()
+          const startedMs = performance.now()
+          const r = await drive(dp.url, ms)
+          const elapsedS = (performance.now() - startedMs) / 1000
+          partitioned.push(r.rate)
+          partitionedFailedCalls += r.failedCalls
+          const rate = ((await processed()) - before) / elapsedS
+          partitionedProcessed.push(rate)
+          ctx.log(
+            `round ${round + 1}: ours, dynamic partitioning (${PARTITIONS} partitions) ${Math.round(r.rate)} records/s accepted, ${Math.round(rate)} records/s partitioned` +
+              (r.failedCalls
+                ? ` (${r.failedCalls} calls answered 503 while processing caught up, not counted)`
+                : ''),
+          )
+        } finally {
+          await stopServer(dp)
+        }
         // For information (full run only): what fdatasync before every answer costs.
         if (!ctx.quick) {
           const f = await endpoint('fsync')
@@ -251,6 +309,14 @@ export const suite: BenchSuite = {
       note: `${rounds} × ${ms / 1000} s per server, ${CLIENT_PROCESSES} SDK client processes × ${CONCURRENCY} calls in flight, 5 MiB buffers written to disk${failedCalls ? `; ${failedCalls} failed calls not counted` : ''}`,
     }
     const rows = [row]
+    rows.push({
+      figure: `PutRecordBatch records/s accepted (dynamic partitioning on, ${PARTITIONS} partitions)`,
+      value: mean(partitioned),
+      unit: 'records/s',
+      baseline: 'bare node:http JSON.parse + base64',
+      baselineValue: mean(bare),
+      note: `jq (jq-web) inline parsing, ${PARTITIONS} partitions of 64 MiB; ${Math.round(mean(partitionedProcessed))} records/s partitioned meanwhile${partitionedFailedCalls ? `; ${partitionedFailedCalls} calls answered 503 (processing behind), not counted` : ''}`,
+    })
     if (oursFsync.length) {
       rows.push({
         figure: 'PutRecordBatch records/s accepted (durability fsync)',

@@ -3,7 +3,11 @@ import type { ArgumentsCamelCase, Argv } from 'yargs'
 import { ConfigError } from '../../errors.ts'
 import { AbortedError } from '../../runtime/clock.ts'
 import { BUFFER_INTERVAL_S, BUFFER_SIZE_MB, QUOTA_PRESETS, type Quota } from '../../firehose/limits.ts'
+import { parseLambdaFlags } from '../../firehose/lambda.ts'
 import { startLocalFirehose } from '../../firehose/server.ts'
+import { loadCredentials } from '../../firehose/sigv4.ts'
+import { loadStreamsFile } from '../../firehose/streams-file.ts'
+import type { ObjectWritten } from '../../firehose/stream.ts'
 import { type ObjectSink, S3Sink } from '../../firehose/sink.ts'
 import { SUPPORTED_COMPRESSION } from '../../firehose/stream.ts'
 import { DURABILITY_MODES, type Durability } from '../../firehose/wal.ts'
@@ -91,11 +95,49 @@ export const builder = (y: Argv) =>
       describe: 'Write objects to this S3-compatible server (e.g. MinIO) instead of <out>/s3',
     })
     .option('s3-region', { type: 'string', default: 'us-east-1', describe: 'Region of --s3-endpoint' })
+    .option('streams', {
+      type: 'string',
+      describe:
+        'YAML file of delivery streams to create at start, each with the fields of CreateDeliveryStream',
+    })
+    .option('lambda', {
+      type: 'string',
+      array: true,
+      default: [] as string[],
+      describe:
+        'ARN=./transform.mjs (a module exporting the Lambda handler, run in a worker thread) or ARN=http://host:port/ for Lambda processors (repeatable)',
+    })
+    .option('s3-port', {
+      type: 'number',
+      describe:
+        'Also serve the S3 read API of the objects on this port (it is on --port too); 0 = any free port',
+    })
+    .option('auth', {
+      type: 'string',
+      default: 'none',
+      choices: ['none', 'sigv4'],
+      describe: 'sigv4 = verify AWS Signature Version 4 on every request against --credentials-file',
+    })
+    .option('credentials-file', {
+      type: 'string',
+      describe:
+        'AWS shared credentials file of the keys --auth sigv4 accepts (a profile may add streams = a, b)',
+    })
+    .option('log-objects', {
+      type: 'boolean',
+      default: true,
+      describe: 'Print one line per object written (--no-log-objects to stop)',
+    })
     .option('s3-path-style', {
       type: 'boolean',
       default: true,
       describe: 'Path-style S3 addressing (--no-s3-path-style for virtual-hosted style)',
     })
+
+/** One log line per object written: stream, key, records, bytes and which threshold fired. */
+export function objectLine(o: ObjectWritten): string {
+  return `object stream=${o.stream} key=s3://${o.bucket}/${o.key} records=${o.records} bytes=${o.bytes} threshold=${o.reason}${o.errorOutputType ? ` error-output=${o.errorOutputType}` : ''}`
+}
 
 type Args = ArgumentsCamelCase<Awaited<ReturnType<typeof builder>['argv']>>
 
@@ -141,6 +183,24 @@ export async function handler(args: Args): Promise<void> {
   const creatingMs = parseDurationMs(args.creatingDelay, '--creating-delay')
   const quota = quotaFrom(args)
   const out = resolve(args.out)
+  const lambdas = parseLambdaFlags(args.lambda)
+  const s3Port = args.s3Port === undefined ? undefined : checkInt(args.s3Port, '--s3-port', 0, 65535)
+  if (args.auth === 'sigv4' && !args.credentialsFile) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_CONFIG',
+      '--auth sigv4 needs --credentials-file FILE (the AWS shared credentials format: [profile], aws_access_key_id, aws_secret_access_key)',
+    )
+  }
+  if (args.auth !== 'sigv4' && args.credentialsFile) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_CONFIG',
+      '--credentials-file is only read with --auth sigv4; add --auth sigv4',
+    )
+  }
+  const keys = args.auth === 'sigv4' ? loadCredentials(args.credentialsFile!) : undefined
+  const streamsFile = args.streams
+    ? { path: args.streams, streams: loadStreamsFile(args.streams) }
+    : undefined
   const sink: ObjectSink | undefined = args.s3Endpoint
     ? new S3Sink({ endpoint: args.s3Endpoint, region: args.s3Region, forcePathStyle: args.s3PathStyle })
     : undefined
@@ -170,6 +230,13 @@ export async function handler(args: Args): Promise<void> {
         appendDelimiter: args.appendDelimiter,
       })),
       onError: (err) => console.error(`firehose: ${err instanceof Error ? err.message : String(err)}`),
+      lambdas,
+      ...(s3Port !== undefined ? { s3Port } : {}),
+      ...(keys ? { auth: { keys } } : {}),
+      ...(streamsFile
+        ? { streamsFile, onStreamsApplied: (lines: string[]) => console.log(lines.join('\n')) }
+        : {}),
+      ...(args.logObjects ? { onObject: (o: ObjectWritten) => console.log(objectLine(o)) } : {}),
     })
   } catch (err) {
     interrupted.dispose()
@@ -185,6 +252,10 @@ export async function handler(args: Args): Promise<void> {
     )
   }
   console.log(`fleetsim firehose listening on ${fh.url}; objects under ${fh.objectsLocation}`)
+  console.log(
+    `S3 read API on ${fh.s3Url} (aws s3 ls --recursive s3://fleetsim-local --endpoint-url ${fh.s3Url})` +
+      (keys ? `; --auth sigv4: ${keys.length} access keys from ${args.credentialsFile}` : ''),
+  )
   await interrupted.promise
   interrupted.dispose()
   await fh.close()

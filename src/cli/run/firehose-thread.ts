@@ -1,4 +1,6 @@
-import type { FirehoseStats } from '../../firehose/server.ts'
+import type { FaultSettings, ObjectRecords } from '../../firehose/controls.ts'
+import type { FirehoseSnapshot, FirehoseStats } from '../../firehose/server.ts'
+import type { ObjectWritten } from '../../firehose/stream.ts'
 import type { EncodedHistogram } from '../../metrics/histogram.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
 import type { FirehosePartInit } from './firehose-part.ts'
@@ -14,6 +16,10 @@ export interface FirehoseThread {
   stats(): FirehoseStats
   /** Paths of the objects written, in order (for verification); after close(), all of them. */
   written(): Promise<string[]>
+  /** Per stream and partition: buffered bytes and records, oldest record's age, the hints. */
+  snapshot(): Promise<FirehoseSnapshot | undefined>
+  setFaults(f: Partial<FaultSettings>): Promise<FaultSettings>
+  readObject(bucket: string, key: string, records?: number): Promise<ObjectRecords>
   /** Delivers what it holds, stops, ends the thread. Idempotent. */
   close(): Promise<void>
 }
@@ -24,7 +30,11 @@ export interface FirehoseThread {
  */
 export async function startFirehoseThread(
   init: FirehosePartInit,
-  hooks: { onAccepted(delta: EncodedHistogram): void; onError(message: string): void },
+  hooks: {
+    onAccepted(delta: EncodedHistogram): void
+    onError(message: string): void
+    onObject?(o: ObjectWritten): void
+  },
   booted?: ThreadPart,
 ): Promise<FirehoseThread> {
   const thread = booted ?? (await bootFirehoseThread())
@@ -36,6 +46,7 @@ export async function startFirehoseThread(
   }
   thread.on('stats', take)
   thread.on('error', (m) => hooks.onError(String(m)))
+  thread.on('object', (o) => hooks.onObject?.(o as ObjectWritten))
   let started: {
     url: string
     port: number
@@ -55,6 +66,9 @@ export async function startFirehoseThread(
     thread,
     stats: () => latest ?? emptyStats(),
     written: () => (final ? Promise.resolve(final) : thread.call<string[]>('written')),
+    snapshot: () => thread.call<FirehoseSnapshot | undefined>('snapshot'),
+    setFaults: (f) => thread.call<FaultSettings>('setFaults', f),
+    readObject: (bucket, key, records) => thread.call<ObjectRecords>('readObject', { bucket, key, records }),
     close() {
       closing ??= (async () => {
         // The part's close delivers what it holds, then sends its last stats and latencies.
