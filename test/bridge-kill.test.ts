@@ -80,7 +80,10 @@ describe('bridge process: kill -9 and restart', () => {
       await firehose.flush()
       match = matchRecords(sent, await readObjects(sink.written))
       return match.lost === 0
-    }, 60_000)
+    }, 150_000).catch((e: Error) => {
+      // Name what was still missing: a slow machine and a real loss read differently.
+      throw new Error(`${e.message}: ${JSON.stringify({ ...match, missing: undefined })}`)
+    })
     second.child.kill('SIGTERM')
     const code = await new Promise((r) => second.child.once('exit', (c) => r(c)))
     expect(code).toBe(0)
@@ -89,5 +92,5 @@ describe('bridge process: kill -9 and restart', () => {
     )
     expect(match).toMatchObject({ expected, found: expected, lost: 0, unexpected: 0 })
     expect(await spooledBytes()).toBe(0)
-  }, 120_000)
+  }, 240_000)
 })
