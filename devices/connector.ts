@@ -24,6 +24,9 @@ const BACKOFF = 4
 const CLOSED = 5
 const NAMES: readonly LinkState[] = ['waiting', 'queued', 'connecting', 'connected', 'backoff', 'closed']
 
+/** What onLost hears for a loss the fleet caused on purpose (drop, an expected kick); never counted as an error. */
+export const STORM_CAUSE = 'reconnect storm'
+
 /** Timeline ids: the ramp tick, and per device its backoff expiry and its attempt deadline. */
 const RAMP_ID = -1
 const FLEET_DEADLINE_ID = -2
@@ -105,6 +108,8 @@ export class Connector {
   private closed = false
   private yieldTimer: TimerHandle | undefined
   private lastHeldBatchAt = Number.NEGATIVE_INFINITY
+  /** Devices whose next loss is expected (expectLoss); allocated on first use. */
+  private expected: Uint8Array | undefined
 
   constructor(
     readonly devices: number,
@@ -157,14 +162,41 @@ export class Connector {
   failed(slot: number, cause: Cause): void {
     const s = this.state[slot]
     if (s !== CONNECTING && s !== CONNECTED) return
-    this.count(cause)
+    const expected = s === CONNECTED && this.expected?.[slot] === 1
+    if (expected) this.expected![slot] = 0
+    else this.count(cause)
     if (s === CONNECTING) this.opening--
     else {
       this.counts.connected--
-      this.opts.onLost(slot, cause)
+      this.opts.onLost(slot, expected ? STORM_CAUSE : cause)
     }
     this.backoff(slot)
     this.pump()
+  }
+
+  /**
+   * Hangs up a connected device on purpose (a reconnect storm): it goes through its normal backoff
+   * and reconnects, and the loss is not an error (no cause is counted). Returns whether it was
+   * connected.
+   */
+  drop(slot: number): boolean {
+    if (this.state[slot] !== CONNECTED || this.closed) return false
+    this.counts.connected--
+    this.opts.onLost(slot, STORM_CAUSE)
+    this.opts.hangUp(slot)
+    this.backoff(slot)
+    this.pump()
+    return true
+  }
+
+  /**
+   * The next loss of `slot`'s connection is expected (the broker is about to take it over: a kick):
+   * it is handled as any loss, backoff and reconnect, but its cause is not counted as an error.
+   * `expect` false withdraws it (the kick did not land).
+   */
+  expectLoss(slot: number, expect = true): void {
+    this.expected ??= new Uint8Array(this.devices)
+    this.expected[slot] = expect ? 1 : 0
   }
 
   /** Stops every attempt and timer; hangs up nothing (the caller closes its connections). */

@@ -67,6 +67,12 @@ export const FLEET_DEFAULTS = {
    * 4× its nominal load while queues drain, and an outage of T drains in about T/3.
    */
   replayFactor: 4,
+  /**
+   * A backfill's virtual time moves on while fewer messages than this are queued or in flight,
+   * fleet-wide: enough to fill a bridge's 500-record batches twice over, yet below maxQueued, so
+   * that no device's queue can fill and skip a send (a backfill makes every message of its range).
+   */
+  backfillWindow: 1000,
   /** How long stop() waits for queued and in-flight messages to be acknowledged. */
   drainTimeoutMs: 30_000,
   /**

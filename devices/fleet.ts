@@ -8,20 +8,34 @@ import {
   whenAborted,
   withDeadline,
 } from '../src/runtime/clock.ts'
+import { DeviceBoard, type FleetSnapshot, type SnapshotOptions } from './board.ts'
 import { connectFailure, socketCause } from './causes.ts'
+import {
+  type CommandMessage,
+  checkCommandTopic,
+  DEFAULT_COMMAND_TOPIC,
+  deviceCommandTopics,
+  executeCommand,
+  parseCommand,
+  RESPONSE_SUFFIX,
+} from './commands.ts'
 import { Connector } from './connector.ts'
 import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing, type ReconnectBackoff } from './defaults.ts'
 import { createDevice, nextMessage, type SimDevice } from './device.ts'
 import { PayloadSizeError, padPayload } from './payload.ts'
 import { emptyLatency, LatencyRecorder, type LatencySnapshot } from './latency.ts'
 import { devicesPerProcess, PORTS_PER_SOURCE_ADDRESS } from './limits.ts'
-import { type FleetTls, type FleetTransport, MqttLink, streamBuilder } from './mqtt-link.ts'
+import { type FleetTls, type FleetTransport, kickSession, MqttLink, streamBuilder } from './mqtt-link.ts'
 import { Publisher } from './publisher.ts'
 import { type FleetMixEntry, getModel } from './registry.ts'
 import { Rng } from './rng.ts'
 import { Scheduler } from './scheduler.ts'
+import { VirtualClock } from './virtual-clock.ts'
+import { emptyStormResult, type StormMode, type StormResult, StormTracker } from './storm.ts'
 
+export type { DeviceView, FleetSnapshot, SnapshotOptions } from './board.ts'
 export type { Pacing, ReconnectBackoff } from './defaults.ts'
+export type { StormMode, StormResult } from './storm.ts'
 export type { LatencySnapshot } from './latency.ts'
 export type { FleetTls, FleetTransport } from './mqtt-link.ts'
 
@@ -88,6 +102,15 @@ export interface FleetOptions {
    * last will of `offline` (retained) on the same topic. Default false.
    */
   status?: boolean
+  /**
+   * Devices take commands (devices/commands.ts): each subscribes (QoS 1) to its command topic and
+   * to its model's and the fleet's broadcast topics, and answers on `<its command topic>/response`.
+   * Default false: a subscription per device costs the broker, and a bridge on `fleet/#` would
+   * relay commands and answers as telemetry.
+   */
+  commands?: boolean
+  /** Command topic template: `{model}`, `{deviceId}`, `{index}`, each a whole level. Default `fleet/{model}/{deviceId}/cmd`. */
+  commandTopicTemplate?: string
   /** Unacknowledged QoS ≥ 1 messages per connection (default 32): bounds memory and keeps message ids far from 65,535. */
   maxInFlight?: number
   /**
@@ -122,6 +145,15 @@ export interface FleetOptions {
   signal?: AbortSignal
   /** Time and timers (default the system clock); tests pass fake timers. */
   clock?: Clock
+  /**
+   * Generate the range [fromMs, toMs) of the past instead of publishing live (issue 15 §5): the
+   * schedule runs on a VirtualClock that jumps to the next send once the broker has acknowledged
+   * enough of the previous ones, every message's `ts` its virtual time. Each device sends exactly
+   * (toMs - fromMs) × rate messages (no jitter, open pacing: nothing coalesces); `durationMs` is
+   * ignored and `finished` resolves when virtual time reaches toMs. Connections and their
+   * timeouts stay on the real clock.
+   */
+  backfill?: { fromMs: number; toMs: number }
 }
 
 export interface FleetStats {
@@ -158,6 +190,42 @@ export interface FleetStats {
   pubackLatency: LatencySnapshot
   /** Workers (0 = all devices in this thread). */
   workers: number
+  /** Devices whose sends are paused (pause(), or outside setActive()'s devices). */
+  paused: number
+  /** The current (or last) reconnect storm: devices it disconnected… */
+  stormDisconnected: number
+  /** …of those, reconnected… */
+  stormReconnected: number
+  /** …and back and publishing. */
+  stormBack: number
+  /** A backfill's virtual time, ms since epoch (the earliest of the workers'); 0 when not backfilling. */
+  virtualNowMs: number
+  /** Commands received by devices (parsed or not). */
+  commandsReceived: number
+  /** Commands answered with ok: true… */
+  commandsAnswered: number
+  /** …and refused (unknown command, bad arguments, not JSON), answered with ok: false when they had an id. */
+  commandsRefused: number
+}
+
+/** Devices by count, or a share of the fleet (0–1). */
+export type DeviceTarget = number | { share: number }
+
+/** The live controls' current settings. */
+export interface FleetControls {
+  /** Messages per device per second now. */
+  ratePerSecond: number
+  /** pause() is in force. */
+  paused: boolean
+  /** Devices that publish when not paused (setActive). */
+  activeDevices: number
+}
+
+export interface DisconnectOptions {
+  /** `drop` (default): the devices close their connections; `kick`: the broker takes them over (see devices/storm.ts). */
+  mode?: StormMode
+  /** Ends the storm as it stands: `disconnect()` then resolves with what was measured (`complete` false if some were not back). */
+  signal?: AbortSignal
 }
 
 export interface Fleet {
@@ -176,6 +244,33 @@ export interface Fleet {
   readonly failed: Promise<FleetsimError>
   /** Stops publishing, waits for queued and in-flight acknowledgements, disconnects. Idempotent. */
   stop(): Promise<void>
+  /**
+   * Moves every device to `ratePerSecond` messages per second at once: each keeps its place in its
+   * period, so the rate changes without a burst; queues replay at 4× the new rate.
+   */
+  setRate(ratePerSecond: number): void
+  /** Devices stop making messages; connections stay (queued messages still go out). */
+  pause(): void
+  /** Devices make messages again (those setActive() allows), each from a random point of its period. */
+  resume(): void
+  /**
+   * Only this many devices (or this share of the fleet) make messages, spread over the mix in
+   * proportion (device k of each model in turn); the others are paused, connections stay.
+   */
+  setActive(target: DeviceTarget): void
+  controls(): FleetControls
+  /**
+   * A reconnect storm: this many connected devices (or this share of the fleet), picked at random
+   * (seeded), lose their connection at once and reconnect with their normal backoff. Resolves when
+   * every one of them is back and publishing (a message acknowledged after its reconnect), or when
+   * `signal` aborts or the fleet stops (with what was measured). A new storm ends the previous one.
+   */
+  disconnect(target: DeviceTarget, opts?: DisconnectOptions): Promise<StormResult>
+  /**
+   * Devices with their last message and place, for a map: an even sample of `limit`, or those
+   * that changed since a cursor (see devices/board.ts). Nothing is copied but what is returned.
+   */
+  snapshot(opts?: SnapshotOptions): Promise<FleetSnapshot>
 }
 
 /**
@@ -236,6 +331,8 @@ function validate(opts: FleetOptions): void {
       )
     }
   }
+  if (opts.commandTopicTemplate !== undefined)
+    checkCommandTopic(opts.commandTopicTemplate, 'commandTopicTemplate')
   if (opts.pacing !== undefined && opts.pacing !== 'closed' && opts.pacing !== 'open') {
     throw new ConfigError('FLEETSIM_BAD_PACING', `pacing '${opts.pacing}' is not valid; use closed or open`)
   }
@@ -300,12 +397,34 @@ export function localDeviceCount(opts: Pick<FleetOptions, 'devices' | 'shard'>):
   return n
 }
 
+/**
+ * The devices of a fleet (of its shard), as the runner names them: `model-00001`, … per model,
+ * with their 0-based index within the model.
+ *
+ * @example fleetDevices({ devices: [{ model: 'vehicle', count: 2 }] }) // vehicle-00001, vehicle-00002
+ */
+export function fleetDevices(
+  opts: Pick<FleetOptions, 'devices' | 'shard'>,
+): Array<{ id: string; model: string; index: number }> {
+  const shard = opts.shard ?? { index: 0, count: 1 }
+  const out: Array<{ id: string; model: string; index: number }> = []
+  for (const { model, count } of opts.devices) {
+    for (let index = shard.index; index < count; index += shard.count) {
+      out.push({ id: `${model}-${String(index + 1).padStart(5, '0')}`, model, index })
+    }
+  }
+  return out
+}
+
 const fill = (t: string, model: string, id: string, index: number) =>
   t.replaceAll('{model}', model).replaceAll('{deviceId}', id).replaceAll('{index}', String(index))
 
 interface Device extends SimDevice {
   topic: string
   link: MqttLink
+  clientId: string
+  /** Where its command answers go (with `commands`). */
+  responseTopic?: string
 }
 
 /**
@@ -323,8 +442,11 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   const preciseNow = opts.clock ? () => clock.now() : () => performance.now()
   const transport = opts.transport ?? { kind: 'tcp' }
   const topicTemplate = opts.topicTemplate ?? D.topicTemplate
+  const commandTopicTemplate = opts.commandTopicTemplate ?? DEFAULT_COMMAND_TOPIC
   const clientIdTemplate = opts.clientIdTemplate ?? D.clientIdTemplate
-  const pacing = opts.pacing ?? D.pacing
+  const backfill = opts.backfill
+  // A backfill keeps every intended send and its time: open pacing, no jitter (see FleetOptions.backfill).
+  const pacing = backfill ? 'open' : (opts.pacing ?? D.pacing)
   const shard = opts.shard ?? { index: 0, count: 1 }
   const countLimit = opts.count && opts.count > 0 ? opts.count : Number.POSITIVE_INFINITY
   const payloadBytes = opts.payloadBytes ?? 0
@@ -332,7 +454,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   const attemptTimeoutMs = opts.attemptTimeoutMs ?? D.attemptTimeoutMs
   const rampUpMs = opts.rampUpMs ?? D.rampUpMs
   const signal = opts.signal
-  const startMs = clock.now()
+  const startMs = backfill ? backfill.fromMs : clock.now()
 
   const url = parseBrokerUrl(opts.brokerUrl)
   const secure = ['mqtts:', 'ssl:', 'tls:'].includes(url.protocol)
@@ -354,12 +476,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   }
 
   const devices: Device[] = []
-  const specs: Array<{ modelName: string; index: number; id: string }> = []
-  for (const { model: modelName, count } of opts.devices) {
-    for (let index = shard.index; index < count; index += shard.count) {
-      specs.push({ modelName, index, id: `${modelName}-${String(index + 1).padStart(5, '0')}` })
-    }
-  }
+  const specs = fleetDevices(opts).map((d) => ({ modelName: d.model, index: d.index, id: d.id }))
   const sources =
     transport.kind === 'tcp'
       ? opts.sourceAddresses?.length
@@ -384,53 +501,91 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
       })
     }
     const slot = devices.length
+    const clientId = fill(clientIdTemplate, modelName, id, index)
+    const commandTopics = opts.commands
+      ? deviceCommandTopics(commandTopicTemplate, modelName, id, index)
+      : undefined
     const link = new MqttLink(
-      fill(clientIdTemplate, modelName, id, index),
+      clientId,
       `fleet/${modelName}/${id}/status`,
       linkSettings,
       builders[slot % builders.length]!,
-      { up: () => connector.connected(slot), down: (cause) => connector.failed(slot, cause) },
+      {
+        up: () => connector.connected(slot),
+        down: (cause) => connector.failed(slot, cause),
+        command: (_topic, payload) => onCommand(slot, payload),
+      },
+      commandTopics,
     )
-    devices.push({ ...sim, topic: fill(topicTemplate, modelName, id, index), link })
+    devices.push({
+      ...sim,
+      topic: fill(topicTemplate, modelName, id, index),
+      link,
+      clientId,
+      ...(commandTopics ? { responseTopic: `${commandTopics[0]}${RESPONSE_SUFFIX}` } : {}),
+    })
   }
+  const board = new DeviceBoard(
+    devices.map((d) => d.id),
+    devices.map((d) => d.modelName),
+  )
 
   let phase: Phase = 'connecting'
   const connectLatency = new LatencyRecorder()
   const publishOpts = { qos: opts.qos, retain: opts.retain ?? false }
+  // A backfill's schedule runs on virtual time that moves once the fleet is up and while the
+  // broker keeps up (fewer than backfillWindow messages queued or in flight).
+  const window = Math.min(D.backfillWindow, Math.max(1, opts.maxQueued ?? D.maxQueued))
+  const vclock = backfill
+    ? new VirtualClock(backfill.fromMs, {
+        gate: () => phase === 'publishing' && publisher.backlog() < window,
+      })
+    : undefined
+  const scheduleClock: Clock = vclock ?? clock
+  const render = (slot: number, ts: number): string => {
+    const json = nextMessage(devices[slot]!, ts)
+    if (!payloadBytes) return json
+    try {
+      return padPayload(json, payloadBytes, `message ${devices[slot]!.seq} of ${devices[slot]!.id}`)
+    } catch (err) {
+      if (!(err instanceof PayloadSizeError)) throw err
+      // Sent as it is (its seq is taken); the fleet stops making messages and reports why.
+      queueMicrotask(() => stopWith(err))
+      return json
+    }
+  }
   const publisher = new Publisher(devices.length, {
     qos: opts.qos,
     maxInFlight: opts.maxInFlight ?? D.maxInFlight,
     maxQueued: opts.maxQueued ?? D.maxQueued,
     pacing,
     lateAfterMs: opts.lateAfterMs ?? D.lateAfterMs,
-    replayIntervalMs: 1000 / opts.ratePerSecond / D.replayFactor,
+    // A backfill replays as fast as acknowledgements come: no pacing of queues.
+    replayIntervalMs: backfill ? 0 : 1000 / opts.ratePerSecond / D.replayFactor,
     produceLimit: countLimit,
     onLimit: () => finish(),
-    clock,
+    clock: scheduleClock,
     preciseNow,
     render: (slot, ts) => {
-      const json = nextMessage(devices[slot]!, ts)
-      if (!payloadBytes) return json
-      try {
-        return padPayload(json, payloadBytes, `message ${devices[slot]!.seq} of ${devices[slot]!.id}`)
-      } catch (err) {
-        if (!(err instanceof PayloadSizeError)) throw err
-        // Sent as it is (its seq is taken); the fleet stops making messages and reports why.
-        queueMicrotask(() => stopWith(err))
-        return json
-      }
+      const json = render(slot, ts)
+      board.record(slot, json, devices[slot]!.lastStepMs)
+      return json
     },
     transmit: (slot, payload, done) => {
       const d = devices[slot]!
       d.link.publish(d.topic, payload, publishOpts, done)
     },
+    onSettled: (slot, ok) => {
+      if (ok) storm?.acked(slot)
+      vclock?.poke()
+    },
   })
   // The schedule's and the backoff's randomness are seeded too, so a run is reproducible.
   const scheduler = new Scheduler(devices.length, {
     ratePerSecond: opts.ratePerSecond,
-    jitter: opts.jitter ?? D.jitter,
+    jitter: backfill ? 0 : (opts.jitter ?? D.jitter),
     pacing,
-    clock,
+    clock: scheduleClock,
     rng: Rng.fromSeed(opts.seed, `#scheduler/${shard.index}`),
     onSend: (slot, intended, now, coalesced) => publisher.send(slot, intended, now, coalesced),
   })
@@ -473,6 +628,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     hangUp: (slot) => devices[slot]!.link.drop(),
     onConnected: (slot, first) => {
       connectLatency.recordMs(preciseNow() - dialAt[slot]!)
+      if (!first) storm?.connected(slot)
       if (first) {
         // A device's schedule starts at its first connect: before it, it makes nothing.
         if (phase === 'connecting' || phase === 'publishing') scheduler.start(slot)
@@ -480,7 +636,10 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
       }
       publisher.setOnline(slot)
     },
-    onLost: (slot) => publisher.setOffline(slot),
+    onLost: (slot) => {
+      publisher.setOffline(slot)
+      storm?.lost(slot)
+    },
     onNoneConnected: (byCause) => {
       // Also after the connect grace has started the duration: nobody connected is a failure.
       if (phase !== 'connecting' && phase !== 'publishing') return
@@ -496,7 +655,8 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     if (phase !== 'connecting') return
     phase = 'publishing'
     clock.clearTimer(graceTimer)
-    if (opts.durationMs > 0) endTimer = clock.setTimer(finish, opts.durationMs)
+    vclock?.poke()
+    if (opts.durationMs > 0 && !backfill) endTimer = clock.setTimer(finish, opts.durationMs)
   }
 
   function finish(): void {
@@ -516,6 +676,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   }
 
   function fail(err: FleetsimError): void {
+    storm?.end()
     phase = 'failed'
     clock.clearTimer(graceTimer)
     clock.clearTimer(endTimer)
@@ -529,6 +690,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      storm?.end()
       finish()
       if (phase === 'failed') return
       phase = 'stopping'
@@ -544,6 +706,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
       drain.abort()
       connector.close()
       publisher.close()
+      vclock?.close()
       const closing = Promise.all(
         devices.map((d, slot) => d.link.close(publisher.inFlightOf(slot) > 0)),
       ).then(() => true)
@@ -555,9 +718,137 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     return stopping
   }
 
+  // Live controls. A device makes messages when the fleet is not paused and its rank (devices
+  // interleaved over the mix) is below the active count.
+  // Computed on the first control that needs it: a large fleet that is never narrowed sorts nothing.
+  let rank: Uint32Array | undefined
+  let ratePerSecond = opts.ratePerSecond
+  let pausedAll = false
+  let activeDevices = devices.length
+  let pausedCount = 0
+  const applyRunning = () => {
+    rank ??= interleavedRanks(devices.map((d) => d.modelName))
+    let paused = 0
+    for (let slot = 0; slot < devices.length; slot++) {
+      if (!pausedAll && rank[slot]! < activeDevices) scheduler.resume(slot)
+      else {
+        scheduler.pause(slot)
+        paused++
+      }
+    }
+    pausedCount = paused
+  }
+  const setRate = (rate: number): void => {
+    checkRate(rate)
+    ratePerSecond = rate
+    scheduler.setRate(rate)
+    publisher.setReplayIntervalMs(1000 / rate / D.replayFactor)
+  }
+
+  // Commands: a device answers on its response topic; a reboot drops its connection once the
+  // answer is acknowledged.
+  const commandCounts = { received: 0, answered: 0, refused: 0 }
+  function onCommand(slot: number, payload: Buffer): void {
+    const d = devices[slot]!
+    const cmd = parseCommand(payload)
+    if ('error' in cmd) {
+      commandCounts.received++
+      commandCounts.refused++
+      if (cmd.id !== undefined) {
+        const refusal = {
+          id: cmd.id,
+          deviceId: d.id,
+          model: d.modelName,
+          command: '',
+          ok: false,
+          error: cmd.error,
+        }
+        answer(d, { ...refusal, ts: clock.now() })
+      }
+      return
+    }
+    // A broadcast through a template without {model} names the model it is for.
+    if ((cmd as CommandMessage).model !== undefined && cmd.model !== d.modelName) return
+    commandCounts.received++
+    const { answer: a, effects } = executeCommand(d, cmd, clock.now())
+    if (a.ok) commandCounts.answered++
+    else commandCounts.refused++
+    if (effects.intervalMs !== undefined) scheduler.setInterval(slot, effects.intervalMs)
+    answer(d, a, effects.reconnect ? () => connector.drop(slot) : undefined)
+  }
+  function answer(d: Device, a: object, then?: () => void): void {
+    d.link.publish(d.responseTopic!, JSON.stringify(a), { qos: 1 }, () => then?.())
+  }
+
+  // Reconnect storms: one at a time; a new one ends the previous one as it stands.
+  let storm: StormTracker | undefined
+  const stormRng = Rng.fromSeed(opts.seed, `#storm/${shard.index}`)
+  const disconnect = (target: DeviceTarget, o: DisconnectOptions = {}): Promise<StormResult> => {
+    const mode = checkStormMode(o.mode)
+    const requested = targetCount(target, devices.length, 'disconnect')
+    storm?.end()
+    if (phase !== 'connecting' && phase !== 'publishing') {
+      return Promise.resolve({ ...emptyStormResult(mode, requested), complete: false })
+    }
+    const up: number[] = []
+    for (let slot = 0; slot < devices.length; slot++) if (connector.isConnected(slot)) up.push(slot)
+    // A seeded partial shuffle picks `requested` of the connected devices.
+    const k = Math.min(requested, up.length)
+    for (let i = 0; i < k; i++) {
+      const j = i + Math.floor(stormRng.next() * (up.length - i))
+      const t = up[i]!
+      up[i] = up[j]!
+      up[j] = t
+    }
+    const picked = up.slice(0, k)
+    const tracker = new StormTracker(devices.length, mode, clock)
+    storm = tracker
+    const before = connector.stats()
+    tracker.begin(picked)
+    for (const slot of picked) {
+      if (mode === 'drop') {
+        connector.drop(slot)
+        continue
+      }
+      connector.expectLoss(slot)
+      const d = devices[slot]!
+      void kickSession(
+        d.clientId,
+        linkSettings,
+        builders[slot % builders.length]!,
+        attemptTimeoutMs,
+        clock,
+      ).then((ok) => {
+        if (ok) return
+        connector.expectLoss(slot, false)
+        tracker.kickFailed(slot)
+      })
+    }
+    const onAbort = () => tracker.end()
+    o.signal?.addEventListener('abort', onAbort, { once: true })
+    if (o.signal?.aborted) tracker.end()
+    return tracker.done.then((r) => {
+      o.signal?.removeEventListener('abort', onAbort)
+      for (const slot of tracker.losing()) connector.expectLoss(slot, false)
+      const after = connector.stats()
+      return {
+        ...r,
+        requested,
+        reconnects: after.reconnects - before.reconnects,
+        connectAttempts: after.attempts - before.attempts,
+        connectErrors: sumValues(after.errorsByCause) - sumValues(before.errorsByCause),
+      }
+    })
+  }
+
   signal?.addEventListener('abort', () => void stop(), { once: true })
   void allConnected.then(startDuration)
   graceTimer = clock.setTimer(startDuration, rampUpMs + D.connectGraceMs, { unref: true })
+  if (vclock && backfill) {
+    // Just before toMs: a send due at toMs itself is outside the range [fromMs, toMs).
+    vclock.setTimer(finish, backfill.toMs - backfill.fromMs - 0.001)
+    vclock.start()
+  }
   if (signal?.aborted) void stop()
   else connector.start()
 
@@ -599,13 +890,115 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
         connectLatency: connectLatency.snapshot(),
         pubackLatency: p.pubackLatency,
         workers: 0,
+        paused: pausedCount,
+        ...stormCounts(storm),
+        virtualNowMs: vclock?.now() ?? 0,
+        commandsReceived: commandCounts.received,
+        commandsAnswered: commandCounts.answered,
+        commandsRefused: commandCounts.refused,
       }
     },
     finished,
     allConnected,
     failed,
     stop,
+    setRate,
+    pause: () => {
+      pausedAll = true
+      applyRunning()
+    },
+    resume: () => {
+      pausedAll = false
+      applyRunning()
+    },
+    setActive: (target) => {
+      activeDevices = targetCount(target, devices.length, 'setActive')
+      applyRunning()
+    },
+    controls: () => ({ ratePerSecond, paused: pausedAll, activeDevices }),
+    disconnect,
+    snapshot: async (o = {}) =>
+      board.read(o, (slot) => {
+        const d = devices[slot]!
+        const position = d.model.position?.(d.state)
+        return {
+          connected: connector.isConnected(slot),
+          paused: scheduler.isPaused(slot),
+          seq: d.seq,
+          ...(position ? { position } : {}),
+        }
+      }),
   }
+}
+
+/**
+ * Ranks devices so that the first k of the ranking hold each model in proportion: device i of a
+ * model of n devices sorts at (i + ½)/n, ties in mix order. setActive(k) runs ranks 0..k-1.
+ */
+export function interleavedRanks(models: readonly string[]): Uint32Array {
+  const perModel = new Map<string, number[]>()
+  for (let slot = 0; slot < models.length; slot++) {
+    const m = models[slot]!
+    const list = perModel.get(m) ?? []
+    if (list.length === 0) perModel.set(m, list)
+    list.push(slot)
+  }
+  const keyed: Array<[key: number, model: number, slot: number]> = []
+  let mi = 0
+  for (const slots of perModel.values()) {
+    for (let k = 0; k < slots.length; k++) keyed.push([(k + 0.5) / slots.length, mi, slots[k]!])
+    mi++
+  }
+  keyed.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+  const rank = new Uint32Array(models.length)
+  keyed.forEach(([, , slot], r) => {
+    rank[slot] = r
+  })
+  return rank
+}
+
+/** A DeviceTarget as a count of `total` devices; an error names the control and the value. */
+export function targetCount(target: DeviceTarget, total: number, what: string): number {
+  if (typeof target === 'number') {
+    if (!Number.isInteger(target) || target < 0) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_FLEET_OPTION',
+        `${what} ${target}: give a whole number of devices ≥ 0`,
+      )
+    }
+    return Math.min(target, total)
+  }
+  const share = target?.share
+  if (typeof share !== 'number' || !(share >= 0 && share <= 1)) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_FLEET_OPTION',
+      `${what} share ${share}: give a share of the fleet from 0 to 1 (0.5 = half)`,
+    )
+  }
+  return Math.round(share * total)
+}
+
+function checkRate(rate: number): void {
+  if (!(rate > 0) || !Number.isFinite(rate)) {
+    throw new ConfigError('FLEETSIM_BAD_RATE', `rate ${rate} must be above 0 messages per second`)
+  }
+}
+
+export function checkStormMode(mode: unknown): StormMode {
+  if (mode === undefined) return 'drop'
+  if (mode !== 'drop' && mode !== 'kick') {
+    throw new ConfigError(
+      'FLEETSIM_BAD_FLEET_OPTION',
+      `storm mode '${String(mode)}' is not valid; use drop or kick`,
+    )
+  }
+  return mode
+}
+
+const sumValues = (o: Readonly<Record<string, number>>) => {
+  let t = 0
+  for (const v of Object.values(o)) t += v
+  return t
 }
 
 /**
@@ -641,5 +1034,22 @@ export function emptyFleetStats(devices: number): FleetStats {
     connectLatency: emptyLatency(),
     pubackLatency: emptyLatency(),
     workers: 0,
+    paused: 0,
+    stormDisconnected: 0,
+    stormReconnected: 0,
+    stormBack: 0,
+    virtualNowMs: 0,
+    commandsReceived: 0,
+    commandsAnswered: 0,
+    commandsRefused: 0,
+  }
+}
+
+function stormCounts(storm: StormTracker | undefined) {
+  const r = storm?.result()
+  return {
+    stormDisconnected: r?.disconnected ?? 0,
+    stormReconnected: r?.reconnected ?? 0,
+    stormBack: r?.back ?? 0,
   }
 }

@@ -65,6 +65,13 @@ export class LatencyRecorder {
     this.cached = undefined
   }
 
+  /** Removes every value of a snapshot taken earlier of the same values (see latencyBetween). */
+  subtract(s: LatencySnapshot): void {
+    if (s.count === 0) return
+    this.h.subtract(hdr.decodeFromCompressedBase64(s.hdr, BUCKET_BITS, false))
+    this.cached = undefined
+  }
+
   percentileMs(q: number): number {
     return this.h.totalCount ? round3(this.h.getValueAtPercentile(q * 100) / 1000) : 0
   }
@@ -101,5 +108,19 @@ export function emptyLatency(): LatencySnapshot {
 export function mergeLatency(snapshots: readonly LatencySnapshot[]): LatencySnapshot {
   const r = new LatencyRecorder()
   for (const s of snapshots) r.add(s)
+  return r.snapshot()
+}
+
+/**
+ * The values recorded between two snapshots of the same recorder (`later` minus `earlier`): a
+ * phase's own latencies out of a fleet's running totals, exactly (HDR subtraction).
+ *
+ * @example latencyBetween(stats.pubackLatency, atPhaseStart.pubackLatency).p99Ms
+ */
+export function latencyBetween(later: LatencySnapshot, earlier: LatencySnapshot): LatencySnapshot {
+  if (later.count === 0) return emptyLatency()
+  const r = new LatencyRecorder()
+  r.add(later)
+  if (earlier.count > 0) r.subtract(earlier)
   return r.snapshot()
 }

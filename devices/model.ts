@@ -41,7 +41,63 @@ export interface DeviceModel<S = unknown> {
   step(state: S, dtMs: number, rng: Rng): S
   /** The model's fields of one message; the runner adds `deviceId`, `seq` and `ts`. */
   toPayload(state: S, nowMs: number): Record<string, unknown>
+  /**
+   * Where the device is, for a map: of its last message (the state as the last step left it).
+   * Absent, or undefined, for devices without a place.
+   */
+  position?(state: S): Position | undefined
+  /**
+   * The commands the device answers (`<topic base>/cmd`), by name. Each is a pure function of the
+   * state, like step(): no clock, no I/O; what the runner must do besides (a new send interval, a
+   * reconnect) it says in the outcome. A function of the state for models whose commands come
+   * with their parameters (a template's `commands:` section).
+   */
+  readonly commands?: CommandTable<S> | ((state: S) => CommandTable<S>)
 }
+
+/** A model's commands by name. */
+export type CommandTable<S> = Readonly<Record<string, ModelCommand<S>>>
+
+/** A point on the map, WGS 84 degrees. */
+export interface Position {
+  lat: number
+  lon: number
+}
+
+/** One argument of a command: its type, range and meaning (checked by the runner before apply()). */
+export interface CommandArg {
+  type: 'number' | 'string' | 'boolean'
+  describe: string
+  /** Default true. */
+  required?: boolean
+  /** Numbers: inclusive bounds. */
+  min?: number
+  max?: number
+}
+
+/** What a command did: the new state, what to answer, and what the runner must do besides. */
+export interface CommandOutcome<S> {
+  state: S
+  /** Sent back in the answer (`result`). */
+  result?: Record<string, unknown>
+  /** The device's own send interval from now on, ms; 0 = back to the fleet's rate. */
+  intervalMs?: number
+  /** The device drops its connection and reconnects with its normal backoff (a reboot). */
+  reconnect?: boolean
+}
+
+/**
+ * A command a model answers. apply() gets arguments already checked against `args`; it throws a
+ * CommandError (or any Error) to refuse, and the answer carries its message.
+ */
+export interface ModelCommand<S> {
+  describe: string
+  args?: Readonly<Record<string, CommandArg>>
+  apply(state: S, args: Readonly<Record<string, unknown>>): CommandOutcome<S>
+}
+
+/** A command refused by the device (bad arguments, a state that does not allow it). */
+export class CommandError extends Error {}
 
 /** Reads a numeric parameter, falling back to the model's default. */
 export function numParam(ctx: DeviceContext, key: string, fallback: number): number {

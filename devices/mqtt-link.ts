@@ -19,6 +19,7 @@ import { connect as netConnect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
 import { type IClientOptions, type IClientPublishOptions, MqttClient } from 'mqtt'
+import { type Clock, systemClock } from '../src/runtime/clock.ts'
 import { CAUSES, type Cause, connackCause, socketCause } from './causes.ts'
 import { duplexPair } from './memory-stream.ts'
 
@@ -60,6 +61,8 @@ export interface LinkSettings {
 export interface LinkEvents {
   up(): void
   down(cause: Cause): void
+  /** A message on one of the link's command topics (QoS 1; acknowledged once this returns). */
+  command?(topic: string, payload: Buffer): void
 }
 
 type Phase = 'idle' | 'connecting' | 'up'
@@ -79,6 +82,8 @@ export class MqttLink {
     private readonly settings: LinkSettings,
     private readonly stream: () => Duplex,
     private readonly events: LinkEvents,
+    /** Topics to subscribe to (QoS 1) on every connect, for commands; none by default. */
+    private readonly commandTopics?: readonly string[],
   ) {}
 
   get connected(): boolean {
@@ -121,8 +126,15 @@ export class MqttLink {
       if (this.settings.status && this.statusTopic) {
         client.publish(this.statusTopic, 'online', { qos: 1, retain: true })
       }
+      // A clean session forgets subscriptions: subscribe again on every connect.
+      if (this.commandTopics?.length) client.subscribe([...this.commandTopics], { qos: 1 }, noop)
       this.events.up()
     })
+    if (this.commandTopics?.length) {
+      client.on('message', (topic, payload) => {
+        if (this.phase === 'up') this.events.command?.(topic, payload)
+      })
+    }
     // Every error is followed by 'close' (or, for a publish, a failed callback): remember it for the cause.
     client.on('error', (err) => {
       this.lastError = err
@@ -197,6 +209,49 @@ export class MqttLink {
     if (message === 'connack timeout') return CAUSES.timeout
     return socketCause(err)
   }
+}
+
+/**
+ * Takes over the session of `clientId` (a reconnect storm's kick): connects with the same client
+ * id, which makes the broker close the device's connection (MQTT 3.1.1 §3.1.4-2, MQTT 5
+ * §3.1.4-3), then disconnects at once. Resolves true once the broker accepted the takeover, false
+ * when it could not connect within `timeoutMs` (or refused it).
+ *
+ * @example await kickSession('fleetsim-sensor-00001', settings, builder, 30_000)
+ */
+export function kickSession(
+  clientId: string,
+  settings: LinkSettings,
+  stream: () => Duplex,
+  timeoutMs: number,
+  clock: Clock = systemClock,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const client = new MqttClient(stream, {
+      clientId,
+      protocolVersion: settings.protocolVersion,
+      clean: true,
+      keepalive: settings.keepaliveS,
+      connectTimeout: timeoutMs,
+      reconnectPeriod: 0,
+      log: noop,
+      ...(settings.username !== undefined ? { username: settings.username } : {}),
+      ...(settings.password !== undefined ? { password: settings.password } : {}),
+    })
+    let settled = false
+    const settle = (ok: boolean) => {
+      if (settled) return
+      settled = true
+      clock.clearTimer(timer)
+      resolve(ok)
+      // A graceful DISCONNECT: the broker owes the kicker no will and logs no error.
+      client.end(!ok, noop)
+    }
+    const timer = clock.setTimer(() => settle(false), timeoutMs)
+    client.on('connect', () => settle(true))
+    client.on('error', () => settle(false))
+    client.on('close', () => settle(false))
+  })
 }
 
 /** Where and how to open device streams. */

@@ -24,6 +24,11 @@ export interface PublisherOptions {
   render(slot: number, tsMs: number): string
   /** Hands a message to the device's connection; `done` on acknowledgement (QoS ≥ 1) or write (QoS 0). */
   transmit(slot: number, payload: string, done: (err?: Error) => void): void
+  /**
+   * A message of `slot`'s current connection was acknowledged (`ok`) or failed: a storm's "back and
+   * publishing", a backfill's pace.
+   */
+  onSettled?(slot: number, ok: boolean): void
 }
 
 export interface PublisherStats {
@@ -95,6 +100,7 @@ export class Publisher {
   private idleWaiters: Array<() => void> = []
   private stopped = false
   private readonly limit: number
+  private replayIntervalMs: number
 
   constructor(
     devices: number,
@@ -109,6 +115,7 @@ export class Publisher {
     this.queues = new Array(devices)
     this.flying = new Array(devices)
     this.limit = opts.produceLimit ?? Number.POSITIVE_INFINITY
+    this.replayIntervalMs = opts.replayIntervalMs
     this.preciseNow = opts.preciseNow ?? (() => opts.clock.now())
     this.timeline = new Timeline(opts.clock, (slot) => {
       this.drainArmed[slot] = 0
@@ -176,6 +183,11 @@ export class Publisher {
     this.checkIdle()
   }
 
+  /** The queue drain pace follows the rate (a phase, a live control): one message per `ms` at most. */
+  setReplayIntervalMs(ms: number): void {
+    this.replayIntervalMs = ms
+  }
+
   isOnline(slot: number): boolean {
     return this.online[slot] === 1
   }
@@ -197,6 +209,11 @@ export class Publisher {
   whenIdle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve()
     return new Promise((r) => this.idleWaiters.push(r))
+  }
+
+  /** Messages queued or in flight, whole fleet (cheap: no snapshot). */
+  backlog(): number {
+    return this.totals.inFlight + this.totals.queued
   }
 
   /** Unacknowledged messages of `slot`. */
@@ -260,7 +277,7 @@ export class Publisher {
       const m = q.shift()!
       t.queued--
       t.queuedOnline--
-      this.nextDrainAt[slot] = now + this.opts.replayIntervalMs
+      this.nextDrainAt[slot] = now + this.replayIntervalMs
       this.transmit(slot, m)
     }
     if (this.pending[slot] && (!q || q.length === 0) && this.inFlight[slot]! < this.opts.maxInFlight) {
@@ -298,6 +315,7 @@ export class Publisher {
       }
       this.pump(slot)
       this.checkIdle()
+      this.opts.onSettled?.(slot, !err)
     })
   }
 }

@@ -37,6 +37,17 @@ export class DueHeap {
     ids[i] = id
   }
 
+  /** Id of the earliest entry, or undefined when empty. */
+  peekId(): number | undefined {
+    return this.ids[0]
+  }
+
+  /** Removes every entry. */
+  clear(): void {
+    this.due.length = 0
+    this.ids.length = 0
+  }
+
   /** Removes and returns the id of the earliest entry. */
   pop(): number | undefined {
     const due = this.due
@@ -94,6 +105,17 @@ export class Timeline {
     if (this.closed) return
     this.heap.push(dueMs, id)
     if (!this.firing && dueMs < this.armedFor) this.arm()
+  }
+
+  /**
+   * Removes every entry (and its timer) but stays open: for a caller that re-plans all of its
+   * entries at once (a rate change), rather than leave one stale entry per device behind.
+   */
+  clear(): void {
+    this.heap.clear()
+    this.clock.clearTimer(this.timer)
+    this.timer = undefined
+    this.armedFor = Number.POSITIVE_INFINITY
   }
 
   /** Clears the timer; later add() calls do nothing. */
@@ -157,13 +179,24 @@ export interface SchedulerOptions {
  * connected and `shift` uniform in ±jitter·period. The grid does not drift with event-loop lag
  * (the next intended time follows the previous intended time, not the time it was served).
  *
+ * Live controls (a phase, the dashboard): setRate() moves every device to a new period at once,
+ * each keeping its place within its period (no burst, no gap); pause()/resume() stop and restart
+ * one device's sends; setInterval() gives one device its own period (a sensor's `setInterval`
+ * command). Entries of a schedule that changed are left in the timeline and skipped when they
+ * come due (`nextDue` tells the live one), except on setRate, which re-plans the whole timeline.
+ *
  * @example const s = new Scheduler(3, { ratePerSecond: 1, jitter: 0.1, pacing: 'closed', clock, rng, onSend }); s.start(0)
  */
 export class Scheduler {
-  private readonly periodMs: number
+  private periodMs: number
   private readonly startMs: Float64Array
   private readonly sends: Float64Array
   private readonly started: Uint8Array
+  private readonly paused: Uint8Array
+  /** A device's own period (a command set it), ms; 0 = the fleet's. */
+  private readonly ownPeriod: Float64Array
+  /** Due time of the device's live timeline entry; NaN = none (not started, paused). */
+  private readonly nextDue: Float64Array
   private readonly timeline: Timeline
   /** How late the latest intended send was served, and when (see behind()). */
   private lag = { ms: 0, at: Number.NEGATIVE_INFINITY }
@@ -176,20 +209,87 @@ export class Scheduler {
     this.startMs = new Float64Array(devices)
     this.sends = new Float64Array(devices)
     this.started = new Uint8Array(devices)
+    this.paused = new Uint8Array(devices)
+    this.ownPeriod = new Float64Array(devices)
+    this.nextDue = new Float64Array(devices).fill(Number.NaN)
     this.timeline = new Timeline(opts.clock, (slot, due, now) => this.due(slot, due, now))
   }
 
-  /** Starts device `slot`'s schedule (at its first connect); later calls do nothing. */
+  /** Intended sends per device per second of the fleet (devices with their own interval aside). */
+  get ratePerSecond(): number {
+    return 1000 / this.periodMs
+  }
+
+  /** Starts device `slot`'s schedule (at its first connect); later calls do nothing. A paused device starts on resume(). */
   start(slot: number): void {
     if (this.started[slot]) return
     this.started[slot] = 1
-    const first = this.opts.clock.now() + Math.floor(this.opts.rng.next() * this.periodMs)
-    this.startMs[slot] = first
-    this.timeline.add(first, slot)
+    if (this.paused[slot]) return
+    this.plan(slot, this.opts.clock.now() + Math.floor(this.opts.rng.next() * this.period(slot)))
   }
 
   isStarted(slot: number): boolean {
     return this.started[slot] === 1
+  }
+
+  isPaused(slot: number): boolean {
+    return this.paused[slot] === 1
+  }
+
+  /** Stops `slot`'s sends (its connection is not the scheduler's business); idempotent. */
+  pause(slot: number): void {
+    if (this.paused[slot]) return
+    this.paused[slot] = 1
+    this.nextDue[slot] = Number.NaN
+  }
+
+  /** Restarts `slot`'s sends at a random point of its next period, as at its first connect. */
+  resume(slot: number): void {
+    if (!this.paused[slot]) return
+    this.paused[slot] = 0
+    if (this.started[slot]) {
+      this.plan(slot, this.opts.clock.now() + Math.floor(this.opts.rng.next() * this.period(slot)))
+    }
+  }
+
+  /**
+   * Moves every device on the fleet's rate to `ratePerSecond` now. Each keeps its place within its
+   * period: a device that was due in 30 % of the old period is due in 30 % of the new one, so the
+   * fleet's sends stay spread as they were and the rate changes at once, without a burst.
+   */
+  setRate(ratePerSecond: number): void {
+    if (!(ratePerSecond > 0) || !Number.isFinite(ratePerSecond)) {
+      throw new RangeError(`rate ${ratePerSecond} must be above 0 messages per second`)
+    }
+    const old = this.periodMs
+    this.periodMs = 1000 / ratePerSecond
+    const now = this.opts.clock.now()
+    this.timeline.clear()
+    for (let slot = 0; slot < this.started.length; slot++) {
+      const due = this.nextDue[slot]!
+      if (Number.isNaN(due)) continue
+      if (this.ownPeriod[slot]) this.timeline.add(due, slot)
+      else this.plan(slot, now + place(due, now, old) * this.periodMs)
+    }
+  }
+
+  /**
+   * Gives `slot` its own period (`ms` > 0), or back the fleet's (0); the next send keeps its place
+   * within the period, as with setRate().
+   */
+  setInterval(slot: number, ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) throw new RangeError(`interval ${ms} ms must be ≥ 0`)
+    const old = this.period(slot)
+    this.ownPeriod[slot] = ms
+    const due = this.nextDue[slot]!
+    if (Number.isNaN(due)) return
+    const now = this.opts.clock.now()
+    this.plan(slot, now + place(due, now, old) * this.period(slot))
+  }
+
+  /** The period of `slot`, ms: its own, or the fleet's. */
+  period(slot: number): number {
+    return this.ownPeriod[slot] || this.periodMs
   }
 
   stop(): void {
@@ -204,13 +304,24 @@ export class Scheduler {
     return this.lag.ms > limitMs && this.opts.clock.now() - this.lag.at < 1000
   }
 
+  /** A new grid for `slot` whose first intended send is at `firstMs`. */
+  private plan(slot: number, firstMs: number): void {
+    this.startMs[slot] = firstMs
+    this.sends[slot] = 0
+    this.nextDue[slot] = firstMs
+    this.timeline.add(firstMs, slot)
+  }
+
   private intended(slot: number, n: number): number {
     if (n === 0) return this.startMs[slot]!
-    const shift = (this.opts.rng.next() * 2 - 1) * this.opts.jitter * this.periodMs
-    return this.startMs[slot]! + n * this.periodMs + shift
+    const period = this.period(slot)
+    const shift = (this.opts.rng.next() * 2 - 1) * this.opts.jitter * period
+    return this.startMs[slot]! + n * period + shift
   }
 
   private due(slot: number, dueMs: number, nowMs: number): void {
+    // A stale entry of a schedule that changed since (paused, resumed, another interval).
+    if (dueMs !== this.nextDue[slot]) return
     this.lag.ms = nowMs - dueMs
     this.lag.at = nowMs
     let intended = dueMs
@@ -228,7 +339,14 @@ export class Scheduler {
       }
     }
     this.sends[slot] = n
-    this.timeline.add(Math.max(next, dueMs + 1), slot)
+    const at = Math.max(next, dueMs + 1)
+    this.nextDue[slot] = at
+    this.timeline.add(at, slot)
     this.opts.onSend(slot, intended, nowMs, coalesced)
   }
+}
+
+/** Where `dueMs` lies within the period of `periodMs` that starts at `nowMs`: 0 (now) to 1 (a period away). */
+function place(dueMs: number, nowMs: number, periodMs: number): number {
+  return Math.min(1, Math.max(0, (dueMs - nowMs) / periodMs))
 }

@@ -30,6 +30,8 @@ const port = isMainThread
 let fleet: Fleet | undefined
 let timer: NodeJS.Timeout | undefined
 const abort = new AbortController()
+/** Storms in progress, by the parent's request id, to end one when the parent says. */
+const storms = new Map<number, AbortController>()
 
 port.on(async (m) => {
   if (m.type === 'start') {
@@ -49,6 +51,25 @@ port.on(async (m) => {
     timer = setInterval(() => port.send({ type: 'stats', stats: fleet!.stats() }), STATS_EVERY_MS)
   } else if (m.type === 'stats?') {
     if (fleet) port.send({ type: 'stats', stats: fleet.stats() })
+  } else if (m.type === 'control') {
+    if (!fleet) return
+    const c = m.control
+    if (c.op === 'setRate') fleet.setRate(c.rate)
+    else if (c.op === 'pause') fleet.pause()
+    else if (c.op === 'resume') fleet.resume()
+    else fleet.setActive(c.count)
+  } else if (m.type === 'disconnect') {
+    if (!fleet) return
+    const end = new AbortController()
+    storms.set(m.reqId, end)
+    const result = await fleet.disconnect(m.count, { mode: m.mode, signal: end.signal })
+    storms.delete(m.reqId)
+    port.send({ type: 'storm', reqId: m.reqId, result })
+  } else if (m.type === 'stormEnd') {
+    storms.get(m.reqId)?.abort()
+  } else if (m.type === 'snapshot?') {
+    if (!fleet) return
+    port.send({ type: 'snapshot', reqId: m.reqId, snapshot: await fleet.snapshot(m.opts) })
   } else if (m.type === 'abort') {
     abort.abort()
   } else if (m.type === 'stop') {

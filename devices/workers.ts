@@ -5,9 +5,11 @@ import { FleetsimError } from '../src/errors.ts'
 import { type Clock, systemClock, whenAborted, withDeadline } from '../src/runtime/clock.ts'
 import { connectFailure } from './causes.ts'
 import { FLEET_DEFAULTS } from './defaults.ts'
-import type { Fleet, FleetOptions, FleetStats, WorkerKind } from './fleet.ts'
-import { emptyFleetStats, localDeviceCount } from './fleet.ts'
+import { type FleetSnapshot, type SnapshotOptions, SNAPSHOT_DEFAULT_LIMIT, splitCursor } from './board.ts'
+import type { DeviceTarget, DisconnectOptions, Fleet, FleetOptions, FleetStats, WorkerKind } from './fleet.ts'
+import { checkStormMode, emptyFleetStats, localDeviceCount, targetCount } from './fleet.ts'
 import { type LatencySnapshot, mergeLatency } from './latency.ts'
+import { emptyStormResult, mergeStormResults, type StormMode, type StormResult } from './storm.ts'
 
 /** Messages from a devices worker (devices/worker.ts) to its parent. */
 export type WorkerMessage =
@@ -18,6 +20,8 @@ export type WorkerMessage =
   | { type: 'stats'; stats: FleetStats }
   | { type: 'done'; stats: FleetStats; sent: Array<[string, number]> }
   | { type: 'error'; message: string; code?: string }
+  | { type: 'storm'; reqId: number; result: StormResult }
+  | { type: 'snapshot'; reqId: number; snapshot: FleetSnapshot }
 
 /** Messages from the parent to a devices worker. */
 export type ParentMessage =
@@ -25,6 +29,17 @@ export type ParentMessage =
   | { type: 'stats?' }
   | { type: 'abort' }
   | { type: 'stop' }
+  | { type: 'control'; control: WorkerControl }
+  | { type: 'disconnect'; reqId: number; count: number; mode: StormMode }
+  | { type: 'stormEnd'; reqId: number }
+  | { type: 'snapshot?'; reqId: number; opts: SnapshotOptions }
+
+/** A live control applied in a worker as it is in a local fleet. */
+export type WorkerControl =
+  | { op: 'setRate'; rate: number }
+  | { op: 'pause' }
+  | { op: 'resume' }
+  | { op: 'setActive'; count: number }
 
 const WORKER_ENTRY = new URL('./worker.ts', import.meta.url)
 /** A thread needs tsx registered before it can load worker.ts: the one boot file of every fleetsim thread. */
@@ -88,6 +103,8 @@ interface Child {
   /** Its fleet finished, or failed (no device of its shard connected in time). */
   ended: Promise<void>
   failed: boolean
+  /** Answers awaited from it, by request id (storms, snapshots); settled empty if it exits. */
+  pending: Map<number, (m: WorkerMessage | undefined) => void>
 }
 
 /**
@@ -153,6 +170,7 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
       connected: new Promise<void>((r) => (onConnected = r)),
       ended: new Promise<void>((r) => (onFinished = r)),
       failed: false,
+      pending: new Map(),
     }
     channel.onMessage((m) => {
       if (m.type === 'started') onStarted()
@@ -169,6 +187,10 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
         child.sent = new Map(m.sent)
         onDone()
       } else if (m.type === 'error') onStartFailed(new FleetsimError(m.code ?? 'FLEETSIM_WORKER', m.message))
+      else if (m.type === 'storm' || m.type === 'snapshot') {
+        child.pending.get(m.reqId)?.(m)
+        child.pending.delete(m.reqId)
+      }
     })
     channel.onExit((code) => {
       onStartFailed(
@@ -180,6 +202,8 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
       onFinished()
       onConnected()
       onDone()
+      for (const settle of child.pending.values()) settle(undefined)
+      child.pending.clear()
     })
     channel.send({ type: 'start', opts: childOpts })
     children.push(child)
@@ -240,7 +264,100 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
     if (err) throw err
   }
 
+  // Live controls go to every worker; counts are split over them in proportion, exactly.
+  let requests = 0
+  const ask = (c: Child, m: ParentMessage & { reqId: number }): Promise<WorkerMessage | undefined> =>
+    new Promise((resolve) => {
+      c.pending.set(m.reqId, resolve)
+      c.channel.send(m)
+    })
+  const control = (ctl: WorkerControl) => {
+    for (const c of children) c.channel.send({ type: 'control', control: ctl })
+  }
+  let controls = { ratePerSecond: opts.ratePerSecond, paused: false, activeDevices: total }
+  const disconnect = async (target: DeviceTarget, o: DisconnectOptions = {}): Promise<StormResult> => {
+    const mode = checkStormMode(o.mode)
+    const requested = targetCount(target, total, 'disconnect')
+    const counts = distribute(
+      requested,
+      children.map((c) => c.stats.connected),
+    )
+    const reqId = ++requests
+    const end = () => {
+      for (const c of children) c.channel.send({ type: 'stormEnd', reqId })
+    }
+    o.signal?.addEventListener('abort', end, { once: true })
+    const answers = await Promise.all(
+      children.map((c, k) => ask(c, { type: 'disconnect', reqId, count: counts[k]!, mode })),
+    )
+    o.signal?.removeEventListener('abort', end)
+    const list = answers.map((m) =>
+      m?.type === 'storm' ? m.result : { ...emptyStormResult(mode), complete: false },
+    )
+    return { ...mergeStormResults(list, mode), requested }
+  }
+  const snapshot = async (o: SnapshotOptions = {}): Promise<FleetSnapshot> => {
+    const cursors = splitCursor(o.since, children.length)
+    const limits = distribute(
+      o.limit ?? SNAPSHOT_DEFAULT_LIMIT,
+      children.map((c) => c.stats.devices),
+    )
+    const reqId = ++requests
+    const parts = await Promise.all(
+      children.map((c, k) => {
+        if (limits[k] === 0) return undefined
+        const since = cursors[k]
+        const childOpts: SnapshotOptions = {
+          limit: limits[k]!,
+          ...(since !== undefined ? { since } : {}),
+          ...(o.model !== undefined ? { model: o.model } : {}),
+        }
+        return ask(c, { type: 'snapshot?', reqId, opts: childOpts })
+      }),
+    )
+    const out: FleetSnapshot = { cursor: '', total: 0, matched: 0, devices: [] }
+    out.cursor = parts
+      .map((m, k) => (m?.type === 'snapshot' ? m.snapshot.cursor : (cursors[k] ?? '0')))
+      .join('.')
+    for (const m of parts) {
+      if (m?.type !== 'snapshot') continue
+      out.total += m.snapshot.total
+      out.matched += m.snapshot.matched
+      for (const d of m.snapshot.devices) out.devices.push(d)
+    }
+    return out
+  }
+
   return {
+    setRate(rate) {
+      if (!(rate > 0) || !Number.isFinite(rate)) {
+        throw new FleetsimError('FLEETSIM_BAD_RATE', `rate ${rate} must be above 0 messages per second`)
+      }
+      controls = { ...controls, ratePerSecond: rate }
+      control({ op: 'setRate', rate })
+    },
+    pause() {
+      controls = { ...controls, paused: true }
+      control({ op: 'pause' })
+    },
+    resume() {
+      controls = { ...controls, paused: false }
+      control({ op: 'resume' })
+    },
+    setActive(target) {
+      const count = targetCount(target, total, 'setActive')
+      controls = { ...controls, activeDevices: count }
+      const counts = distribute(
+        count,
+        children.map((c) => c.stats.devices),
+      )
+      for (const [k, c] of children.entries()) {
+        c.channel.send({ type: 'control', control: { op: 'setActive', count: counts[k]! } })
+      }
+    },
+    controls: () => ({ ...controls }),
+    disconnect,
+    snapshot,
     stats,
     sent() {
       const all = new Map<string, number>()
@@ -252,6 +369,28 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
     failed,
     stop,
   }
+}
+
+/**
+ * Splits `total` over parts in proportion to `weights`, in whole numbers that add up to `total`
+ * (largest remainder), never giving a part more than its weight when the total allows.
+ *
+ * @example distribute(5, [3, 3, 3]) // [2, 2, 1]
+ */
+export function distribute(total: number, weights: readonly number[]): number[] {
+  const sum = weights.reduce((a, b) => a + b, 0)
+  if (sum === 0) return weights.map((_, k) => (k === 0 ? total : 0))
+  const t = Math.min(total, sum)
+  const exact = weights.map((w) => (t * w) / sum)
+  const out = exact.map(Math.floor)
+  let left = t - out.reduce((a, b) => a + b, 0)
+  const order = exact.map((x, k) => [x - Math.floor(x), k] as const).sort((a, b) => b[0] - a[0])
+  for (const [, k] of order) {
+    if (left === 0) break
+    out[k]!++
+    left--
+  }
+  return out
 }
 
 /**
@@ -273,6 +412,9 @@ export class StatsMerger {
         s.errorsByCause[cause] = (s.errorsByCause[cause] ?? 0) + v
       }
     }
+    // A backfill's virtual time is as far as the slowest worker has got, not a sum.
+    const virtual = list.map((c) => c.virtualNowMs).filter((v) => v > 0)
+    s.virtualNowMs = virtual.length ? Math.min(...virtual) : 0
     const connect = list.map((c) => c.connectLatency)
     const puback = list.map((c) => c.pubackLatency)
     const same = (a: LatencySnapshot[], b: LatencySnapshot[]) =>

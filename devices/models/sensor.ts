@@ -1,6 +1,7 @@
 import { clamp, type DeviceModel, numParam, round } from '../model.ts'
-import type { Rng } from '../rng.ts'
+import { Rng } from '../rng.ts'
 import { ar1, sine } from './generators.ts'
+import { BUNDLED_ROUTES, pointAt } from './vehicle/route.ts'
 
 type Fault = 'none' | 'stuck' | 'dropout' | 'spike'
 
@@ -18,6 +19,11 @@ export interface SensorState {
   faultLeft: number
   last: { temperatureC: number; humidityPct: number; pressureHpa: number }
   rates: { stuck: number; dropout: number; spike: number; drainPctPerMsg: number; driftCPerDay: number }
+  /** Where it is mounted (for a map; not in its messages): fixed per device, see siteOf(). */
+  lat: number
+  lon: number
+  /** Reboots by command since the start. */
+  reboots: number
 }
 
 const HOUR_MS = 3_600_000
@@ -48,6 +54,7 @@ export const sensor: DeviceModel<SensorState> = {
     batteryV: [2.0, 3.3],
   },
   init(ctx, rng) {
+    const site = siteOf(ctx.index, rng)
     const s: SensorState = {
       tMs: ctx.startMs,
       baseC: rng.float(5, 25),
@@ -67,6 +74,9 @@ export const sensor: DeviceModel<SensorState> = {
         drainPctPerMsg: numParam(ctx, 'drainPctPerMsg', 0.001),
         driftCPerDay: numParam(ctx, 'driftCPerDay', 0.05),
       },
+      lat: site.lat,
+      lon: site.lon,
+      reboots: 0,
     }
     s.last = read(s)
     return s
@@ -89,6 +99,40 @@ export const sensor: DeviceModel<SensorState> = {
     }
     return s
   },
+  position(s) {
+    return { lat: s.lat, lon: s.lon }
+  },
+  commands: {
+    setInterval: {
+      describe: 'send a reading every this many seconds from now on; 0 = back to the fleet rate',
+      args: {
+        seconds: {
+          type: 'number',
+          min: 0,
+          max: 86_400,
+          describe: 'seconds between readings (0 = fleet rate)',
+        },
+      },
+      apply(s, args) {
+        const seconds = args.seconds as number
+        if (seconds > 0 && seconds < 0.01)
+          throw new Error(`seconds ${seconds} is below 0.01 (100 readings a second)`)
+        return { state: s, result: { intervalS: seconds }, intervalMs: seconds * 1000 }
+      },
+    },
+    reboot: {
+      describe: 'restart: a fault clears, the readings start afresh, the connection drops and comes back',
+      apply(s) {
+        s.fault = 'none'
+        s.faultLeft = 0
+        s.noiseC = 0
+        s.noiseHum = 0
+        s.reboots++
+        s.last = read(s)
+        return { state: s, result: { reboots: s.reboots }, reconnect: true }
+      },
+    },
+  },
   toPayload(s) {
     const dropped = s.fault === 'dropout'
     return {
@@ -100,6 +144,29 @@ export const sensor: DeviceModel<SensorState> = {
       batteryV: round(2.0 + 1.0 * Math.min(1, s.batteryPct / 10) + 0.3 * (s.batteryPct / 100), 3),
     }
   },
+}
+
+/** How far from its city's route a sensor may stand, metres: a few blocks either side of the street. */
+const SITE_SPREAD_M = 800
+
+/**
+ * Where a sensor stands: devices take turns over the bundled cities (as vehicles with route
+ * `auto` do), each at a random point along the city's route, moved up to SITE_SPREAD_M off it.
+ * Drawn from an Rng of its own, keyed by the device's Rng before any draw (a function of the run
+ * seed and the device id only), so that its readings are the same as without a site.
+ */
+function siteOf(index: number, rng: Rng): { lat: number; lon: number } {
+  const own = Rng.fromSeed(0, `${rng.state().join('.')}|site`)
+  const routes = Object.values(BUNDLED_ROUTES)
+  const route = routes[index % routes.length]!
+  const [lon, lat] = pointAt(route, own.float(0, route.length)).lonLat
+  const north = own.float(-SITE_SPREAD_M, SITE_SPREAD_M)
+  const east = own.float(-SITE_SPREAD_M, SITE_SPREAD_M)
+  // Metres to degrees: 111,320 m per degree of latitude; longitude degrees shrink with cos(lat).
+  return {
+    lat: round(lat + north / 111_320, 6),
+    lon: round(lon + east / (111_320 * Math.cos((lat * Math.PI) / 180)), 6),
+  }
 }
 
 /** Faults last a few messages (stuck, dropout) or one (spike); a new one starts at its per-message rate. */

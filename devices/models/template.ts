@@ -1,7 +1,7 @@
 import { base, en, Faker, type Randomizer } from '@faker-js/faker'
 import { ConfigError } from '../../src/errors.ts'
-import type { DeviceModel } from '../model.ts'
-import { round } from '../model.ts'
+import type { CommandTable, DeviceModel, ModelCommand } from '../model.ts'
+import { CommandError, round } from '../model.ts'
 import { Rng } from '../rng.ts'
 import { type RandomWalk, sine, walk, weightedChoice } from './generators.ts'
 
@@ -55,7 +55,21 @@ interface Expr {
 interface Compiled {
   root: Node
   slots: number
+  /** The template's `commands:` section, as commands of the model. */
+  commands: CommandTable<TemplateState>
 }
+
+/** A field a command changes: the field's path, and its new value (or back to the template's). */
+interface FieldChange {
+  path: string[]
+  value:
+    | { kind: 'const'; value: unknown }
+    | { kind: 'args'; parts: Array<string | { arg: string }>; whole: boolean }
+    | { kind: 'restore' }
+}
+
+/** The key of a template file that holds its commands rather than a field. */
+export const COMMANDS_KEY = 'commands'
 
 /** Where a sequence stands for one device: its start offset and the messages it has stepped through. */
 interface SequenceState {
@@ -72,6 +86,8 @@ export interface TemplateState {
   slots: Array<RandomWalk | number | SequenceState | undefined>
   /** `$perDevice` values by slot, drawn on first use and then constant. */
   fixed: Map<number, unknown>
+  /** Fields set by commands (path joined with '.' → path and value), applied over each message. */
+  pins: Map<string, { path: string[]; value: unknown }>
   /**
    * The device's identity for draws that must not depend on anything else in the template: the
    * state of its Rng before any draw (a function of the run seed and the device id only).
@@ -109,6 +125,7 @@ export function compileTemplate(spec: unknown, source = 'template'): Compiled {
   }
   const cached = compiledCache.get(spec)
   if (cached) return cached
+  const { [COMMANDS_KEY]: commandSpec, ...fieldSpec } = spec as Record<string, unknown>
   let slots = 0
   const compile = (v: unknown, field: string): Node => {
     if (typeof v === 'string') {
@@ -230,7 +247,8 @@ export function compileTemplate(spec: unknown, source = 'template'): Compiled {
         throw bad(`is not a generator; use one of ${GENERATORS.join(', ')}`)
     }
   }
-  const compiled = { root: compile(spec, ''), slots }
+  const root = compile(fieldSpec, '')
+  const compiled: Compiled = { root, slots, commands: compileCommands(commandSpec, root, source) }
   // Dry run against a throw-away faker: every expression must resolve and evaluate.
   const probe = newFaker({ rng: { next: () => 0.5 } as Rng }, 0)
   const probeDevice: DeviceInfo = { id: 'template-00001', index: 0 }
@@ -245,6 +263,122 @@ export function compileTemplate(spec: unknown, source = 'template'): Compiled {
   visit(compiled.root)
   compiledCache.set(spec, compiled)
   return compiled
+}
+
+/**
+ * Compiles a template's `commands:` section: each command maps field paths (`mode`,
+ * `settings.setpointC`) to their new values: a constant, a string with `{{args.NAME}}` (the
+ * command's argument; a string that is exactly one keeps the argument's type), or
+ * `{ $restore: true }` (back to the template's own value). Every path must name a field of the
+ * template, so a misspelled one fails before any device connects.
+ *
+ * @example commands: { setSetpoint: { setpointC: '{{args.value}}' }, auto: { mode: { $restore: true } } }
+ */
+function compileCommands(spec: unknown, root: Node, source: string): CommandTable<TemplateState> {
+  if (spec === undefined) return {}
+  const bad = (where: string, what: string) =>
+    new TemplateError('FLEETSIM_BAD_TEMPLATE', `${source} ${where}: ${what}`)
+  if (!spec || typeof spec !== 'object' || Array.isArray(spec)) {
+    throw bad(
+      COMMANDS_KEY,
+      'must map each command name to the fields it changes, e.g. commands: { eco: { mode: eco } }',
+    )
+  }
+  const table: Record<string, ModelCommand<TemplateState>> = {}
+  for (const [name, fields] of Object.entries(spec as Record<string, unknown>)) {
+    if (!/^[A-Za-z][\w-]*$/.test(name)) {
+      throw bad(`command '${name}'`, 'a command name is a letter, then letters, digits, _ or -')
+    }
+    if (!fields || typeof fields !== 'object' || Array.isArray(fields) || Object.keys(fields).length === 0) {
+      throw bad(`command '${name}'`, 'must map at least one field to its new value, e.g. { mode: eco }')
+    }
+    const changes: FieldChange[] = []
+    for (const [field, value] of Object.entries(fields as Record<string, unknown>)) {
+      const path = field.split('.')
+      if (!hasField(root, path)) {
+        throw bad(`command '${name}'`, `changes '${field}', which is not a field of the template`)
+      }
+      changes.push({
+        path,
+        value: compileChange(value, (what) => bad(`command '${name}' field '${field}'`, what)),
+      })
+    }
+    const args = [...new Set(changes.flatMap((c) => (c.value.kind === 'args' ? argNames(c.value) : [])))]
+    table[name] = {
+      describe: `sets ${changes.map((c) => c.path.join('.')).join(', ')}${args.length ? ` from ${args.map((a) => `args.${a}`).join(', ')}` : ''}`,
+      apply(state, given) {
+        for (const a of args) {
+          if (given[a] === undefined) throw new CommandError(`missing argument '${a}' (give ${a}=…)`)
+        }
+        for (const c of changes) {
+          const key = c.path.join('.')
+          if (c.value.kind === 'restore') state.pins.delete(key)
+          else state.pins.set(key, { path: c.path, value: changeValue(c.value, given) })
+        }
+        return {
+          state,
+          result: Object.fromEntries(
+            changes.map((c) => [c.path.join('.'), state.pins.get(c.path.join('.'))?.value ?? null]),
+          ),
+        }
+      },
+    }
+  }
+  return table
+}
+
+function hasField(node: Node, path: readonly string[]): boolean {
+  let n: Node | undefined = node
+  for (const key of path) {
+    if (n?.kind !== 'object') return false
+    n = n.entries.find(([k]) => k === key)?.[1]
+  }
+  return n !== undefined
+}
+
+function compileChange(value: unknown, bad: (what: string) => Error): FieldChange['value'] {
+  if (value && typeof value === 'object' && !Array.isArray(value) && '$restore' in value) {
+    if (Object.keys(value).length !== 1 || (value as { $restore: unknown }).$restore !== true) {
+      throw bad('write { $restore: true } to return the field to the template value')
+    }
+    return { kind: 'restore' }
+  }
+  if (typeof value !== 'string' || !value.includes('{{')) return { kind: 'const', value }
+  const parts: Array<string | { arg: string }> = []
+  const re = /\{\{([\s\S]*?)\}\}/g
+  let last = 0
+  for (let m = re.exec(value); m; m = re.exec(value)) {
+    const arg = /^args\.([A-Za-z_$][\w$]*)$/.exec(m[1]!.trim())
+    if (!arg)
+      throw bad(`'{{${m[1]!.trim()}}}' is not {{args.NAME}}; a command sets constants or its arguments`)
+    if (m.index > last) parts.push(value.slice(last, m.index))
+    parts.push({ arg: arg[1]! })
+    last = m.index + m[0].length
+  }
+  if (last < value.length) parts.push(value.slice(last))
+  return { kind: 'args', parts, whole: parts.length === 1 && typeof parts[0] !== 'string' }
+}
+
+function argNames(v: FieldChange['value'] & { kind: 'args' }): string[] {
+  return v.parts.flatMap((p) => (typeof p === 'string' ? [] : [p.arg]))
+}
+
+function changeValue(v: FieldChange['value'], args: Readonly<Record<string, unknown>>): unknown {
+  if (v.kind === 'const') return v.value
+  if (v.kind === 'restore') return undefined
+  if (v.whole) return args[(v.parts[0] as { arg: string }).arg]
+  return v.parts.map((p) => (typeof p === 'string' ? p : String(args[p.arg]))).join('')
+}
+
+/** Sets `path` in `target` (a message's fields), creating the objects on the way. */
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let o = target
+  for (const key of path.slice(0, -1)) {
+    const next = o[key]
+    if (!next || typeof next !== 'object' || Array.isArray(next)) o[key] = {}
+    o = o[key] as Record<string, unknown>
+  }
+  o[path[path.length - 1]!] = value
 }
 
 function parseExpr(text: string, field: string, source: string): Expr {
@@ -437,6 +571,7 @@ export const template: DeviceModel<TemplateState> = {
       rngRef,
       slots: [],
       fixed: new Map(),
+      pins: new Map(),
       // Read before any draw: a function of the run seed and the device id only.
       deviceKey: rng.state().join('.'),
       device: { id: ctx.deviceId, index: ctx.index },
@@ -451,9 +586,17 @@ export const template: DeviceModel<TemplateState> = {
     s.tMs += dtMs
     s.rngRef.rng = rng
     s.values = evaluate(s.compiled.root, s, rng, dtMs / 1000) as Record<string, unknown>
+    for (const { path, value } of s.pins.values()) setPath(s.values, path, value)
     return s
   },
   toPayload(s) {
     return s.values
   },
+  position(s) {
+    // A template with numeric lat/lon (or latitude/longitude) fields is on the map.
+    const lat = s.values.lat ?? s.values.latitude
+    const lon = s.values.lon ?? s.values.longitude
+    return typeof lat === 'number' && typeof lon === 'number' ? { lat, lon } : undefined
+  },
+  commands: (s) => s.compiled.commands,
 }

@@ -4,6 +4,7 @@ import { FleetsimError } from '../errors.ts'
 import * as bench from './commands/bench.ts'
 import * as bridge from './commands/bridge.ts'
 import * as broker from './commands/broker.ts'
+import * as cmd from './commands/cmd.ts'
 import * as devices from './commands/devices.ts'
 import * as firehose from './commands/firehose.ts'
 import * as k8s from './commands/k8s.ts'
@@ -29,6 +30,7 @@ export function buildCli(argv: string[]): Argv {
     .command(k8s)
     .command(record)
     .command(replay)
+    .command(cmd)
     .command(bench)
     .demandCommand(1, 'Name a command; `fleetsim --help` lists them.')
     .strict()

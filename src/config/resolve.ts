@@ -3,6 +3,7 @@ import { basename } from 'node:path'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { rememberSecret } from './redact.ts'
 import { ConfigError } from '../errors.ts'
+import { parsePhases } from '../../devices/phases.ts'
 import { parseDurationMs, parseRatePerSecond } from '../units.ts'
 import { type Field, SCENARIO_META, SCENARIO_SCHEMA } from './schema.ts'
 
@@ -329,6 +330,9 @@ function convert(field: Field, raw: unknown, where: string, knownModels: readonl
     }
     case 'fleet':
       return convertFleet(raw, where, knownModels)
+    case 'phases':
+      // The storm mode default of each storm phase is applied by whoever runs them (fleet.storm).
+      return parsePhases(raw, where.replace(/^default of /, ''))
   }
 }
 

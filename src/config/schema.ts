@@ -15,6 +15,12 @@ import { FLEET_DEFAULTS } from '../../devices/defaults.ts'
 
 import { MAX_PAYLOAD_BYTES } from '../../devices/payload.ts'
 
+import { DEFAULT_COMMAND_TOPIC } from '../../devices/commands.ts'
+
+import { PROFILES, phasesJsonSchema } from '../../devices/phases.ts'
+
+import { STORM_MODES } from '../../devices/storm.ts'
+
 export type FieldKind =
   | { type: 'string'; pattern?: string; examples?: string[] }
   | { type: 'integer'; min?: number; max?: number }
@@ -25,6 +31,8 @@ export type FieldKind =
   | { type: 'rate' }
   | { type: 'fleet' }
   | { type: 'strings' }
+  /** A list of phases (devices/phases.ts parsePhases). */
+  | { type: 'phases' }
 
 export type Field = FieldKind & {
   /** Default value as written in a scenario file; undefined = not set. */
@@ -192,6 +200,37 @@ export const SCENARIO_SCHEMA = {
       default: 'auto',
       describe: 'auto: in-memory streams to the embedded broker (no fds, no ports), TCP to an external one',
       flag: 'transport',
+    },
+    profile: {
+      type: 'enum',
+      values: PROFILES,
+      describe:
+        'A named load shape expanded to phases from devices, rate and duration: smoke (5 devices), ramp (10 % → 100 % of the rate, then hold), spike (base, 4× the rate, recovery), steady (warm-up, steady), soak (four equal quarters); not with phases',
+    },
+    phases: {
+      type: 'phases',
+      describe:
+        'The run as phases, one after the other: each a duration, a rate or a ramp { from, to }, optionally devices (a count or a share), kind reconnect-storm (disconnect, storm) or commands, and thresholds; the duration is then their sum',
+    },
+    storm: {
+      type: 'enum',
+      values: STORM_MODES,
+      default: 'drop',
+      describe:
+        'How reconnect-storm phases disconnect devices unless they say: drop (the devices close their connections) or kick (the broker takes their sessions over)',
+    },
+    commands: {
+      type: 'boolean',
+      default: false,
+      describe:
+        'Devices take commands on <command topic> and answer on <command topic>/response (fleetsim cmd); off by default because the bridge relays fleet/# (a commands phase turns it on)',
+      flag: 'commands',
+    },
+    commandTopicTemplate: {
+      type: 'string',
+      default: DEFAULT_COMMAND_TOPIC,
+      describe: 'Command topic template; {model}, {deviceId}, {index}, each a whole topic level',
+      flag: 'command-topic',
     },
   },
   bridge: {
@@ -411,6 +450,8 @@ function fieldSchema(f: Field): Record<string, unknown> {
       }
     case 'strings':
       return { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, ...base }
+    case 'phases':
+      return { ...phasesJsonSchema(DURATION_PATTERN, RATE_PATTERN), ...base }
     case 'fleet':
       return {
         anyOf: [

@@ -1,7 +1,19 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
-import type { RunMetrics } from './run-metrics.ts'
+import type { Histogram } from './histogram.ts'
+
+/**
+ * What the registry reads: every component's numeric stats, and optionally the publish → acceptance
+ * latency (a whole pipeline), latency snapshots by component and field (a fleet's connect and
+ * PUBACK latencies) and the phase running now. RunMetrics and FleetMetrics both are one.
+ */
+export interface MetricsSource {
+  snapshot(): Record<string, Record<string, number>>
+  readonly acceptLatency?: Histogram
+  latencies?(): Record<string, Record<string, { count: number; p50Ms: number; p90Ms: number; p99Ms: number }>>
+  currentPhase?(): string | undefined
+}
 
 /** Stats fields that go up and down; every other numeric field is a counter (`…_total`). */
 const GAUGE_FIELDS = new Set([
@@ -19,6 +31,11 @@ const GAUGE_FIELDS = new Set([
   'retryWaiting',
   'holding',
   'workers',
+  'paused',
+  'stormDisconnected',
+  'stormReconnected',
+  'stormBack',
+  'virtualNowMs',
 ])
 
 export interface MetricsServer {
@@ -34,7 +51,7 @@ export interface MetricsServer {
  *
  * @example const reg = buildRegistry(metrics); await reg.metrics()
  */
-export function buildRegistry(metrics: RunMetrics): Registry & { sync(): void } {
+export function buildRegistry(metrics: MetricsSource): Registry & { sync(): void } {
   const registry = new Registry() as Registry & { sync(): void }
   collectDefaultMetrics({ register: registry, prefix: 'fleetsim_' })
   const known = new Set<string>()
@@ -70,8 +87,44 @@ export function buildRegistry(metrics: RunMetrics): Registry & { sync(): void } 
         }
       }
     }
+    // Latency snapshots (a fleet's connect and publish → PUBACK): one gauge per field, by quantile.
+    for (const [component, fields] of Object.entries(metrics.latencies?.() ?? {})) {
+      for (const field of Object.keys(fields)) {
+        const key = `${component}.${field}#latency`
+        if (known.has(key)) continue
+        known.add(key)
+        new Gauge({
+          name: `fleetsim_${component}_${snake(field)}_ms`,
+          help: `${component} ${field} over the run so far, by quantile (ms)`,
+          labelNames: ['quantile'],
+          registers: [registry],
+          collect() {
+            const l = metrics.latencies?.()[component]?.[field]
+            if (!l?.count) return
+            this.set({ quantile: '0.5' }, l.p50Ms)
+            this.set({ quantile: '0.9' }, l.p90Ms)
+            this.set({ quantile: '0.99' }, l.p99Ms)
+          },
+        })
+      }
+    }
   }
   registry.sync()
+  if (metrics.currentPhase) {
+    new Gauge({
+      name: 'fleetsim_phase',
+      help: 'The phase running now (1 for its name; no sample outside phases)',
+      labelNames: ['phase'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        const phase = metrics.currentPhase?.()
+        if (phase !== undefined) this.set({ phase }, 1)
+      },
+    })
+  }
+  const accept = metrics.acceptLatency
+  if (!accept) return registry
   new Gauge({
     name: 'fleetsim_publish_to_accept_latency_ms',
     help: 'Publish → Firehose acceptance latency over the run so far, by quantile (ms)',
@@ -79,7 +132,7 @@ export function buildRegistry(metrics: RunMetrics): Registry & { sync(): void } 
     registers: [registry],
     collect() {
       for (const q of [0.5, 0.9, 0.99]) {
-        const v = metrics.acceptLatency.percentile(q)
+        const v = accept.percentile(q)
         if (v !== undefined) this.set({ quantile: String(q) }, v)
       }
     },
@@ -90,7 +143,7 @@ export function buildRegistry(metrics: RunMetrics): Registry & { sync(): void } 
     registers: [registry],
     collect() {
       this.reset()
-      this.inc(metrics.acceptLatency.count)
+      this.inc(accept.count)
     },
   })
   return registry
@@ -102,7 +155,7 @@ export function buildRegistry(metrics: RunMetrics): Registry & { sync(): void } 
  * @example const srv = await startMetricsServer(metrics, 9464); // curl http://127.0.0.1:9464/metrics
  */
 export async function startMetricsServer(
-  metrics: RunMetrics,
+  metrics: MetricsSource,
   port: number,
   host = '127.0.0.1',
 ): Promise<MetricsServer> {

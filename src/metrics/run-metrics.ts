@@ -139,6 +139,21 @@ export class RunMetrics {
     return s
   }
 
+  /**
+   * Latency snapshots found in the components' stats (a fleet's `connectLatency` and
+   * `pubackLatency`), for Prometheus; fields appear once the component reports them.
+   */
+  latencies(): Record<string, Record<string, LatencyLike>> {
+    const out: Record<string, Record<string, LatencyLike>> = {}
+    for (const [name, get] of Object.entries(this.sources)) {
+      if (!get) continue
+      const found: Record<string, LatencyLike> = {}
+      for (const [field, v] of Object.entries(get() as object)) if (isLatency(v)) found[field] = v
+      if (Object.keys(found).length) out[name] = found
+    }
+    return out
+  }
+
   /** Raw stats of every component, for reports and Prometheus. */
   snapshot(): Record<string, Record<string, number>> {
     const out: Record<string, Record<string, number>> = {}
@@ -148,6 +163,20 @@ export class RunMetrics {
 }
 
 const round1 = (v: number) => Math.round(v * 10) / 10
+
+/** A latency snapshot's figures (devices/latency.ts LatencySnapshot has them). */
+interface LatencyLike {
+  count: number
+  p50Ms: number
+  p90Ms: number
+  p99Ms: number
+}
+
+const isLatency = (v: unknown): v is LatencyLike =>
+  typeof v === 'object' &&
+  v !== null &&
+  typeof (v as LatencyLike).p99Ms === 'number' &&
+  typeof (v as LatencyLike).count === 'number'
 
 function numeric(o: object): Record<string, number> {
   const out: Record<string, number> = {}

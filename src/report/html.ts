@@ -1,6 +1,19 @@
 import type { Sample } from '../metrics/run-metrics.ts'
 import type { RunReport } from './report.ts'
 
+/** The style of every fleetsim HTML report (run and devices). */
+export const REPORT_CSS = `  body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 960px; color: #1b1f24; padding: 0 16px; }
+  h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
+  .sub { color: #57606a; margin: 0 0 16px; }
+  .result { display: inline-block; padding: 4px 12px; border-radius: 6px; font-weight: 600; color: #fff; }
+  .ok { background: #1a7f37; } .failed { background: #cf222e; }
+  table { border-collapse: collapse; width: 100%; } td, th { text-align: left; padding: 5px 8px; border-bottom: 1px solid #d8dee4; vertical-align: top; }
+  th { color: #57606a; font-weight: 500; width: 38%; } td.num { font-variant-numeric: tabular-nums; }
+  .chart { margin: 8px 0 16px; } .chart svg { width: 100%; height: auto; background: #fff; border: 1px solid #d8dee4; border-radius: 6px; }
+  .legend { font-size: 12px; color: #57606a; } .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: 5px; }
+  code { font: 12px ui-monospace, monospace; } ul.ranges { columns: 2; font: 12px ui-monospace, monospace; }
+`
+
 /**
  * Renders the report as one self-contained HTML page: no script, no external URL; charts are inline
  * SVG drawn here from the once-a-second series, so the page opens anywhere, even offline.
@@ -53,17 +66,7 @@ export function renderHtmlReport(r: RunReport): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)}</title>
 <style>
-  body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 960px; color: #1b1f24; padding: 0 16px; }
-  h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
-  .sub { color: #57606a; margin: 0 0 16px; }
-  .result { display: inline-block; padding: 4px 12px; border-radius: 6px; font-weight: 600; color: #fff; }
-  .ok { background: #1a7f37; } .failed { background: #cf222e; }
-  table { border-collapse: collapse; width: 100%; } td, th { text-align: left; padding: 5px 8px; border-bottom: 1px solid #d8dee4; vertical-align: top; }
-  th { color: #57606a; font-weight: 500; width: 38%; } td.num { font-variant-numeric: tabular-nums; }
-  .chart { margin: 8px 0 16px; } .chart svg { width: 100%; height: auto; background: #fff; border: 1px solid #d8dee4; border-radius: 6px; }
-  .legend { font-size: 12px; color: #57606a; } .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: 5px; }
-  code { font: 12px ui-monospace, monospace; } ul.ranges { columns: 2; font: 12px ui-monospace, monospace; }
-</style>
+${REPORT_CSS}</style>
 </head>
 <body>
 <h1>${esc(title)}</h1>
@@ -100,18 +103,34 @@ ${chart('state', r.series, [
 `
 }
 
-interface Line {
-  key: keyof Sample
+/** One line of a chart: which field of the series, and how it is shown. */
+export interface Line<T = Sample> {
+  key: keyof T
   label: string
   color: string
+}
+
+/** A shaded stretch of a chart's time axis with a label (a phase). */
+export interface Band {
+  fromS: number
+  toS: number
+  label: string
 }
 
 const W = 900
 const H = 240
 const M = { left: 62, right: 16, top: 12, bottom: 30 }
 
-/** One line chart as inline SVG: a polyline per series (gaps where a value is null), axes with round ticks. */
-function chart(id: string, series: Sample[], lines: Line[]): string {
+/**
+ * One line chart as inline SVG: a polyline per series (gaps where a value is null), axes with
+ * round ticks, and optional labelled bands behind the lines (phases).
+ */
+export function chart<T extends { tS: number }>(
+  id: string,
+  series: T[],
+  lines: Line<T>[],
+  bands: Band[] = [],
+): string {
   const xs = series.map((p) => p.tS)
   const xMax = Math.max(1, ...xs)
   const values = lines
@@ -138,6 +157,14 @@ function chart(id: string, series: Sample[], lines: Line[]): string {
     `<line x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" stroke="#8c959f"/>`,
     `<line x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${H - M.bottom}" stroke="#8c959f"/>`,
   ]
+  const shades = bands.map((b, i) => {
+    const x0 = x(Math.max(0, b.fromS))
+    const x1 = x(Math.min(xMax, b.toS))
+    return (
+      `<rect class="band" data-band="${esc(b.label)}" x="${x0.toFixed(1)}" y="${M.top}" width="${Math.max(0, x1 - x0).toFixed(1)}" height="${H - M.top - M.bottom}" fill="${i % 2 ? '#f6f8fa' : '#eef4fb'}"/>` +
+      `<text x="${((x0 + x1) / 2).toFixed(1)}" y="${M.top + 12}" text-anchor="middle" font-size="11" fill="#57606a">${esc(b.label)}</text>`
+    )
+  })
   const paths = lines.flatMap((l) =>
     segments(series, l.key).map(
       (seg) =>
@@ -150,11 +177,14 @@ function chart(id: string, series: Sample[], lines: Line[]): string {
     values.length === 0
       ? `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#57606a">no data</text>`
       : ''
-  return `<div class="chart" id="chart-${id}"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(lines.map((l) => l.label).join(', '))}">${grid.join('')}${paths.join('')}${empty}</svg>
+  return `<div class="chart" id="chart-${id}"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(lines.map((l) => l.label).join(', '))}">${shades.join('')}${grid.join('')}${paths.join('')}${empty}</svg>
 <div class="legend">${lines.map((l) => `<span><i style="background:${l.color}"></i>${esc(l.label)}</span>`).join('')}</div></div>`
 }
 
-function segments(series: Sample[], key: keyof Sample): Array<Array<{ tS: number; v: number }>> {
+function segments<T extends { tS: number }>(
+  series: T[],
+  key: keyof T,
+): Array<Array<{ tS: number; v: number }>> {
   const out: Array<Array<{ tS: number; v: number }>> = []
   let cur: Array<{ tS: number; v: number }> = []
   for (const p of series) {
@@ -186,8 +216,8 @@ function latency(l: RunReport['latency']['acceptedMs']): string {
   return `p50 ${fmt(l.p50Ms)} ms · p90 ${fmt(l.p90Ms)} ms · p99 ${fmt(l.p99Ms)} ms · max ${fmt(l.maxMs)} ms (${fmt(l.count)} records)`
 }
 
-const fmt = (n: number, digits = 0) =>
+export const fmt = (n: number, digits = 0) =>
   n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 })
 
-const esc = (s: string) =>
+export const esc = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)

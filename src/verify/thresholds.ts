@@ -82,3 +82,93 @@ export function checkThresholds(t: RunConfig['thresholds'], f: Figures): Thresho
   }
   return checks
 }
+
+/** Thresholds of a broker-only run (`fleetsim devices`); each is a flag of the same name. */
+export interface FleetThresholds {
+  /** Most messages made but not acknowledged by the broker at the end (default 0). */
+  maxLoss: number
+  /** Highest p99 publish → PUBACK latency, ms. */
+  maxP99Ms?: number
+  /** Lowest average publish rate of the fleet, messages/s. */
+  minRate?: number
+  /** Most errors: failed connection attempts, lost connections, failed publishes. */
+  maxErrors?: number
+}
+
+export interface FleetFigures {
+  notAcknowledged: number
+  /** Undefined when nothing was acknowledged. */
+  pubackP99Ms?: number
+  /** Undefined when nothing was published. */
+  publishRate?: number
+  errors: number
+  /** `connection refused ×3`, shown after the error count. */
+  errorCauses?: string
+}
+
+/**
+ * Checks a broker-only run's thresholds: a load test of the broker ends with a verdict as `run`
+ * does. A threshold that could not be measured fails.
+ *
+ * @example checkFleetThresholds({ maxLoss: 0, maxP99Ms: 50 }, { notAcknowledged: 0, pubackP99Ms: 12, errors: 0 })
+ */
+export function checkFleetThresholds(t: FleetThresholds, f: FleetFigures): ThresholdCheck[] {
+  const checks: ThresholdCheck[] = []
+  const add = (
+    name: string,
+    limit: number,
+    actual: number | undefined,
+    ok: (a: number) => boolean,
+    what: string,
+    unmeasured: string,
+  ) => {
+    const measured = actual !== undefined
+    const pass = measured && ok(actual)
+    checks.push({
+      name,
+      limit,
+      actual: measured ? actual : null,
+      ok: pass,
+      message: `${name} ${limit}: ${measured ? `${what.replace('%', actual.toLocaleString('en-US', { maximumFractionDigits: 1 }))}${pass ? '' : ' (FAILED)'}` : `not measured (FAILED): ${unmeasured}`}`,
+    })
+  }
+  add(
+    '--max-loss',
+    t.maxLoss,
+    f.notAcknowledged,
+    (a) => a <= t.maxLoss,
+    '% messages not acknowledged by the broker',
+    '',
+  )
+  if (t.maxP99Ms !== undefined) {
+    add(
+      '--max-p99-ms',
+      t.maxP99Ms,
+      f.pubackP99Ms,
+      (a) => a <= t.maxP99Ms!,
+      'p99 publish → PUBACK % ms',
+      'no message was acknowledged',
+    )
+  }
+  if (t.minRate !== undefined) {
+    add(
+      '--min-rate',
+      t.minRate,
+      f.publishRate,
+      (a) => a >= t.minRate!,
+      'published % messages/s on average',
+      'nothing was published',
+    )
+  }
+  if (t.maxErrors !== undefined) {
+    add(
+      '--max-errors',
+      t.maxErrors,
+      f.errors,
+      (a) => a <= t.maxErrors!,
+      `% errors${f.errors && f.errorCauses ? ` (${f.errorCauses})` : ''}`,
+      '',
+    )
+  }
+  return checks
+}

@@ -29,6 +29,8 @@ export interface VehicleState {
   engineTempC: number
   lim: SpeedLimits
   p: VehicleParams
+  /** Held where it is by a `stop` command until `resume` (absent in states made before commands existed). */
+  hold?: boolean
 }
 
 interface VehicleParams {
@@ -124,6 +126,40 @@ export const vehicle: DeviceModel<VehicleState> = {
     }
     return st
   },
+  position(st) {
+    const { lonLat } = pointAt(st.route, st.s)
+    return { lat: round(lonLat[1], 6), lon: round(lonLat[0], 6) }
+  },
+  commands: {
+    stop: {
+      describe: 'stop at once and stay put (speed 0, engine running if it was) until resume',
+      apply(st) {
+        st.hold = true
+        st.v = 0
+        st.a = 0
+        return { state: st, result: { speedKmh: 0, held: true } }
+      },
+    },
+    resume: {
+      describe: 'drive on after a stop, from standstill within the acceleration limit',
+      apply(st) {
+        const was = st.hold === true
+        st.hold = false
+        return { state: st, result: { held: false, wasHeld: was } }
+      },
+    },
+    setMaxSpeed: {
+      describe:
+        'set the top speed, km/h (a speed limiter); the vehicle slows down to it within its braking limit',
+      args: { kmh: { type: 'number', min: 1, max: 250, describe: 'top speed, km/h' } },
+      apply(st, args) {
+        const kmh = args.kmh as number
+        st.lim = { ...st.lim, maxSpeedMs: kmh / 3.6 }
+        st.cruiseMs = Math.min(st.cruiseMs, st.lim.maxSpeedMs)
+        return { state: st, result: { maxSpeedKmh: kmh } }
+      },
+    },
+  },
   toPayload(st) {
     const ignition = st.phase !== 'parked'
     const { lonLat, segment } = pointAt(st.route, st.s)
@@ -175,7 +211,12 @@ function startTrip(st: VehicleState, rng: Rng): void {
 
 function substep(st: VehicleState, dt: number, rng: Rng): void {
   const ignition = st.phase !== 'parked'
-  if (st.phase === 'driving') {
+  if (st.hold) {
+    // Held by a stop command: standing, the trip plan waits; the engine idles if it runs.
+    st.v = 0
+    st.a = 0
+    st.fuelL = Math.max(0, st.fuelL - fuelUsedL(ignition, 0, 0, dt))
+  } else if (st.phase === 'driving') {
     st.cruiseMs = nextCruise(st.cruiseMs, dt, st.lim.maxSpeedMs, rng)
     const distToStop = Math.min(st.nextStopM, st.tripLeftM)
     const { v, ds, a } = speedStep(st.v, st.cruiseMs, distToStop, dt, st.lim)
