@@ -25,6 +25,7 @@ import { createDevice, nextMessage, type SimDevice } from './device.ts'
 import { PayloadSizeError, padPayload } from './payload.ts'
 import { emptyLatency, LatencyRecorder, type LatencySnapshot } from './latency.ts'
 import { devicesPerProcess, PORTS_PER_SOURCE_ADDRESS } from './limits.ts'
+import { type DeviceRef, hasDeviceIdentities, IdentitySource } from './identity.ts'
 import { type FleetTls, type FleetTransport, kickSession, MqttLink, streamBuilder } from './mqtt-link.ts'
 import { Publisher } from './publisher.ts'
 import { type FleetMixEntry, getModel } from './registry.ts'
@@ -85,14 +86,24 @@ export interface FleetOptions {
   lateAfterMs?: number
   /** `{model}`, `{deviceId}` and `{index}` are replaced. Default `fleet/{model}/{deviceId}/telemetry`. */
   topicTemplate?: string
-  /** MQTT client id; same placeholders. Default `fleetsim-{deviceId}`. */
+  /**
+   * MQTT client id; same placeholders. Default `fleetsim-{deviceId}`, or with `certDir` the CN of each
+   * device's certificate (the identity AWS IoT Core and `fleetsim broker --identity cert-cn` check).
+   */
   clientIdTemplate?: string
   /** Fraction of the period by which each send is shifted at random, so devices do not fire in lock-step. */
   jitter?: number
   /** Resolved model parameters by model name (see devices/params.ts). */
   modelParams?: Record<string, Record<string, unknown>>
+  /** Username; `{deviceId}`, `{model}`, `{index}` are replaced (default `{deviceId}` with `passwordTemplate`). */
   username?: string
   password?: string
+  /** A password per device, e.g. `{deviceId}-secret` (devices/identity.ts). */
+  passwordTemplate?: string
+  /** CSV or JSON file of deviceId → username, password (devices/identity.ts). */
+  credentialsFile?: string
+  /** Folder of per-device `<deviceId>.crt` / `<deviceId>.key` for mutual TLS (`fleetsim certs`). */
+  certDir?: string
   tls?: FleetTls
   /** 4 = MQTT 3.1.1 (default), 5 = MQTT 5. */
   mqttVersion?: 4 | 5
@@ -368,13 +379,39 @@ function validate(opts: FleetOptions): void {
   const url = parseBrokerUrl(opts.brokerUrl)
   if (
     opts.transport?.kind !== 'memory' &&
-    !['mqtt:', 'tcp:', 'mqtts:', 'ssl:', 'tls:'].includes(url.protocol)
+    !['mqtt:', 'tcp:', 'mqtts:', 'ssl:', 'tls:', 'ws:', 'wss:'].includes(url.protocol)
   ) {
     throw new ConfigError(
       'FLEETSIM_BAD_BROKER_URL',
-      `broker URL '${opts.brokerUrl}' has protocol '${url.protocol}'; use mqtt://host:port or mqtts://host:port`,
+      `broker URL '${opts.brokerUrl}' has protocol '${url.protocol}'; use mqtt://host:port or mqtts://host:port (ws://, wss:// for MQTT over WebSocket)`,
     )
   }
+  if (opts.certDir !== undefined && (opts.transport?.kind === 'memory' || !SECURE.includes(url.protocol))) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_CERT_DIR',
+      `--cert-dir needs a TLS connection, but devices connect to ${opts.transport?.kind === 'memory' ? 'the embedded broker over in-memory streams (use its TLS listener with --transport tcp)' : `'${opts.brokerUrl}'`}; use an mqtts:// or wss:// broker URL`,
+    )
+  }
+}
+
+const SECURE = ['mqtts:', 'ssl:', 'tls:', 'wss:']
+
+/** A device's id: its model and its 1-based number within the model, e.g. `vehicle-00001`. */
+export const deviceId = (model: string, index: number): string =>
+  `${model}-${String(index + 1).padStart(5, '0')}`
+
+/** The devices of `mix` in `shard` (all of them without one), as the fleet names them. */
+export function deviceRefs(
+  mix: readonly FleetMixEntry[],
+  shard: { index: number; count: number } = { index: 0, count: 1 },
+): DeviceRef[] {
+  const refs: DeviceRef[] = []
+  for (const { model, count } of mix) {
+    for (let index = shard.index; index < count; index += shard.count) {
+      refs.push({ model, index, id: deviceId(model, index) })
+    }
+  }
+  return refs
 }
 
 function parseBrokerUrl(text: string): URL {
@@ -403,17 +440,8 @@ export function localDeviceCount(opts: Pick<FleetOptions, 'devices' | 'shard'>):
  *
  * @example fleetDevices({ devices: [{ model: 'vehicle', count: 2 }] }) // vehicle-00001, vehicle-00002
  */
-export function fleetDevices(
-  opts: Pick<FleetOptions, 'devices' | 'shard'>,
-): Array<{ id: string; model: string; index: number }> {
-  const shard = opts.shard ?? { index: 0, count: 1 }
-  const out: Array<{ id: string; model: string; index: number }> = []
-  for (const { model, count } of opts.devices) {
-    for (let index = shard.index; index < count; index += shard.count) {
-      out.push({ id: `${model}-${String(index + 1).padStart(5, '0')}`, model, index })
-    }
-  }
-  return out
+export function fleetDevices(opts: Pick<FleetOptions, 'devices' | 'shard'>): DeviceRef[] {
+  return deviceRefs(opts.devices, opts.shard)
 }
 
 const fill = (t: string, model: string, id: string, index: number) =>
@@ -457,13 +485,15 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   const startMs = backfill ? backfill.fromMs : clock.now()
 
   const url = parseBrokerUrl(opts.brokerUrl)
-  const secure = ['mqtts:', 'ssl:', 'tls:'].includes(url.protocol)
+  const secure = SECURE.includes(url.protocol)
+  const websocket = url.protocol === 'ws:' || url.protocol === 'wss:'
   const host = url.hostname.replace(/^\[|\]$/g, '')
   const target = {
     transport,
     host,
-    port: Number(url.port || (secure ? 8883 : 1883)),
+    port: Number(url.port || (websocket ? (secure ? 443 : 80) : secure ? 8883 : 1883)),
     secure,
+    ...(websocket ? { websocketPath: `${url.pathname || '/'}${url.search}` } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
   }
   const linkSettings = {
@@ -477,6 +507,8 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
 
   const devices: Device[] = []
   const specs = fleetDevices(opts).map((d) => ({ modelName: d.model, index: d.index, id: d.id }))
+  // Per-device credentials and certificates (devices/identity.ts); this worker reads only its shard's.
+  const identities = hasDeviceIdentities(opts) ? new IdentitySource(opts) : undefined
   const sources =
     transport.kind === 'tcp'
       ? opts.sourceAddresses?.length
@@ -501,15 +533,26 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
       })
     }
     const slot = devices.length
-    const clientId = fill(clientIdTemplate, modelName, id, index)
+    const identity = identities?.of({ id, model: modelName, index })
+    const clientId =
+      opts.clientIdTemplate === undefined && identity?.certCn !== undefined
+        ? identity.certCn
+        : fill(clientIdTemplate, modelName, id, index)
     const commandTopics = opts.commands
       ? deviceCommandTopics(commandTopicTemplate, modelName, id, index)
       : undefined
     const link = new MqttLink(
       clientId,
       `fleet/${modelName}/${id}/status`,
-      linkSettings,
-      builders[slot % builders.length]!,
+      identity?.username !== undefined
+        ? { ...linkSettings, username: identity.username, password: identity.password }
+        : linkSettings,
+      identity?.cert
+        ? streamBuilder(
+            { ...target, tls: { ...target.tls, cert: identity.cert, key: identity.key } },
+            sources.length ? sources[slot % sources.length] : undefined,
+          )
+        : builders[slot % builders.length]!,
       {
         up: () => connector.connected(slot),
         down: (cause) => connector.failed(slot, cause),

@@ -20,12 +20,13 @@ import type { Duplex } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
 import { type IClientOptions, type IClientPublishOptions, MqttClient } from 'mqtt'
 import { type Clock, systemClock } from '../src/runtime/clock.ts'
+import { createWebSocketStream, WebSocket } from 'ws'
 import { CAUSES, type Cause, connackCause, socketCause } from './causes.ts'
 import { duplexPair } from './memory-stream.ts'
 
 /** How devices reach the broker. */
 export type FleetTransport =
-  /** TCP (mqtt://) or TLS (mqtts://) to `brokerUrl`, one socket per device. */
+  /** TCP (mqtt://), TLS (mqtts://), WebSocket (ws://) or secure WebSocket (wss://) to `brokerUrl`, one socket per device. */
   | { kind: 'tcp' }
   /**
    * In-memory streams to a broker in this process: `handle` receives the broker's end of each
@@ -260,8 +261,13 @@ export interface StreamTarget {
   host: string
   port: number
   secure: boolean
+  /** MQTT over WebSocket (ws://, wss://) to this path of the host, subprotocol `mqtt`. */
+  websocketPath?: string
   tls?: FleetTls
 }
+
+/** MQTT 3.1.1 §6: the WebSocket subprotocol a client offers. */
+const MQTT_SUBPROTOCOL = 'mqtt'
 
 /**
  * A stream builder for MQTT.js: a TCP or TLS socket (with `noDelay`: Nagle's algorithm would hold
@@ -278,6 +284,25 @@ export function streamBuilder(target: StreamTarget, localAddress?: string): () =
   }
   const { host, port, tls } = target
   const local = localAddress ? { localAddress } : {}
+  if (target.websocketPath !== undefined) {
+    const url = `${target.secure ? 'wss' : 'ws'}://${host.includes(':') ? `[${host}]` : host}:${port}${target.websocketPath}`
+    return () => {
+      // `ws` sets noDelay on its socket; a failed connect or a refused upgrade is an 'error' on the stream.
+      const ws = new WebSocket(url, [MQTT_SUBPROTOCOL], {
+        ...local,
+        ...(target.secure
+          ? {
+              ca: tls?.ca,
+              cert: tls?.cert,
+              key: tls?.key,
+              rejectUnauthorized: tls?.rejectUnauthorized ?? true,
+            }
+          : {}),
+        perMessageDeflate: false,
+      })
+      return createWebSocketStream(ws)
+    }
+  }
   return () => {
     let socket: Socket
     if (target.secure) {

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
@@ -84,3 +86,20 @@ describe.skipIf(!compose)(
     })
   },
 )
+
+describe('docker-compose.yml as written (no docker-compose needed)', () => {
+  it("the broker's --persistence folder is on a mounted volume, so sessions outlive the container", async () => {
+    const file = parse(await readFile(join(ROOT, 'docker-compose.yml'), 'utf8')) as {
+      services: Record<string, ComposeService>
+    }
+    const broker = file.services['broker']!
+    const dir = flag(broker.command, 'persistence')
+    expect(dir, 'broker --persistence').toBeDefined()
+    expect(flag(broker.command, 'host'), 'explicit in the compose network').toBe('0.0.0.0')
+    const targets = (broker.volumes ?? []).map((v) => v.split(':')[1]!)
+    expect(
+      targets.some((t) => dir === t || dir!.startsWith(`${t}/`)),
+      `${dir} under one of ${JSON.stringify(targets)}`,
+    ).toBe(true)
+  })
+})

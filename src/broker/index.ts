@@ -1,20 +1,23 @@
 /**
- * The embedded MQTT broker: aedes 1.x on TCP, guarded (src/broker/emitter.ts against mqemitter's
- * stack overflow, src/broker/guard.ts against clients that would take its memory or its sockets),
- * optionally holding publishes until a subscriber exists (src/broker/hold.ts). It keeps nothing
- * across restarts (aedes' in-memory persistence): sessions, subscriptions and queued QoS 1 messages
- * are lost when the process ends.
+ * The embedded MQTT broker: aedes 1.x on TCP, and optionally TLS, WebSocket and secure WebSocket
+ * listeners (src/broker/listeners.ts), guarded (src/broker/emitter.ts against mqemitter's stack
+ * overflow, src/broker/guard.ts against clients that would take its memory or its sockets),
+ * admitting and authorising clients by Mosquitto's password and ACL files or their certificates
+ * (src/broker/access.ts), optionally holding publishes until a subscriber exists
+ * (src/broker/hold.ts). Without `persistence` it keeps nothing across restarts (aedes' in-memory
+ * persistence): sessions, subscriptions and queued QoS 1 messages are lost when the process ends.
  */
 import type { IncomingMessage } from 'node:http'
-import { createServer, type Server, type Socket } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { AccessControl, type AccessEvent, DENIAL_CAUSES, type DenialCause, type Identity } from './access.ts'
+import { type BrokerUrls, type ListenerSpec, openListeners } from './listeners.ts'
+import { type DurablePersistence, type DurableStats, openDurable, type PersistenceFsync } from './durable.ts'
 import { fastMemoryPersistence } from './persistence.ts'
 import { Aedes, type AedesOptions, type AuthenticateError, type Client } from 'aedes'
 import { ConfigError } from '../errors.ts'
 import { AbortedError, type Clock, sleep, systemClock, type TimerHandle } from '../runtime/clock.ts'
 import { createGuardedEmitter } from './emitter.ts'
-import { BROKER_ERROR_CODES, BrokerListenError, type ListenFlags, listenError } from './errors.ts'
+import { BROKER_ERROR_CODES, type ListenFlags } from './errors.ts'
 import {
   guardConnection,
   type ReadGate,
@@ -36,7 +39,6 @@ import {
   DEFAULT_PACKET_TIMEOUT_MS,
   DRAIN_POLL_MS,
   DRAIN_TIMEOUT_MS,
-  LISTEN_TIMEOUT_MS,
   ROUTING_HIGH_WATER,
   ROUTING_LOW_WATER,
   MQ_CONCURRENCY,
@@ -46,6 +48,16 @@ import { filterProblem } from './topic.ts'
 export { BROKER_ERROR_CODES, BrokerListenError } from './errors.ts'
 export type { RefusalCause } from './guard.ts'
 export type { HoldEvent } from './hold.ts'
+export type { AccessEvent, DenialCause, Identity } from './access.ts'
+export type { BrokerUrls } from './listeners.ts'
+
+/** TLS material of the broker's TLS and secure WebSocket listeners: PEM contents, not paths. */
+export interface BrokerTls {
+  cert: string | Buffer
+  key: string | Buffer
+  /** CA of the client certificates: when given, every TLS client must present one it signed. */
+  ca?: string | Buffer | undefined
+}
 
 export interface EmbeddedBrokerOptions {
   /** Address to listen on; default 127.0.0.1. */
@@ -68,6 +80,29 @@ export interface EmbeddedBrokerOptions {
   holdTimeoutMs?: number
   /** How long close() waits for subscribers to take what was acknowledged (limits.ts). */
   closeDrainMs?: number
+  /** Mosquitto password file (`mosquitto_passwd`): clients must log in; anonymous access is off. */
+  passwordFile?: string | undefined
+  /** Mosquitto ACL file: what each client may publish and subscribe to (src/broker/acl.ts). */
+  aclFile?: string | undefined
+  /** `cert-cn`: a TLS client's identity is its certificate's CN, and its client id must equal it. */
+  identity?: Identity | undefined
+  /** Certificate, key and client CA of the TLS listeners (`tlsPort`, `wssPort`). */
+  tls?: BrokerTls | undefined
+  /** MQTT over TLS port (0 = any free port); needs `tls`. */
+  tlsPort?: number | undefined
+  /** MQTT over WebSocket port (subprotocol `mqtt`, any path; 0 = any free port). */
+  wsPort?: number | undefined
+  /** MQTT over secure WebSocket port; needs `tls`. */
+  wssPort?: number | undefined
+  /** A user outside the password file that may only read `read` (fleetsim run's own bridge). */
+  internalUser?: { username: string; password: string; read: readonly string[] } | undefined
+  /**
+   * Folder where sessions, their queued QoS 1/2 messages and retained messages are kept across a
+   * restart (src/broker/durable.ts); locked while the broker runs. Default: kept nowhere.
+   */
+  persistenceDir?: string | undefined
+  /** `none` (default): kept across a kill of the broker; `always`: fdatasync, kept across a machine crash. */
+  persistenceFsync?: PersistenceFsync | undefined
   /** Flag names for error messages; default `--port`, `--host`. */
   flags?: Partial<ListenFlags>
   /** Refusals and hold changes, as they happen (the CLI logs them). */
@@ -97,8 +132,9 @@ export const BROKER_DEFAULTS = {
 
 export type BrokerEvent =
   | { type: 'refused'; cause: RefusalCause; detail: string; remote: string }
+  | AccessEvent
   /** close() delivered what was acknowledged, or gave up after closeDrainMs. */
-  | { type: 'drained'; delivered: boolean; waitedMs: number; undelivered: number }
+  | { type: 'drained'; delivered: boolean; waitedMs: number; undelivered: number; kept?: boolean }
   | HoldEvent
 
 /** A plain snapshot of the broker's counters. */
@@ -119,10 +155,16 @@ export interface BrokerStats extends HoldStats {
   publishersWaiting: number
   /** Times a publishing connection was held back since start. */
   publisherHolds: number
+  /** Clients refused a connection, a publish, a subscription or a message, and failed TLS handshakes, by cause. */
+  denied: Record<DenialCause, number>
+  deniedTotal: number
 }
 
 export interface EmbeddedBroker {
+  /** The TCP listener's URL (mqtt://host:port). */
   readonly url: string
+  /** Every listener's URL: mqtt, and mqtts, ws, wss when they were asked for. */
+  readonly urls: BrokerUrls
   readonly host: string
   readonly port: number
   /** The aedes instance, for its events; its `handle()` applies the same guards as `handle()` below. */
@@ -130,7 +172,14 @@ export interface EmbeddedBroker {
   /** Serves one MQTT connection over any duplex stream (in-memory devices), with the same guards as TCP. */
   handle(stream: Duplex): void
   stats(): BrokerStats
-  /** Closes the listener, every client connection and the broker. Idempotent. */
+  /**
+   * Reads the password and ACL files again (as Mosquitto does on SIGHUP): the new rules apply at
+   * once; a client whose password entry changed or went is disconnected; a bad file keeps the old.
+   */
+  reload(): Promise<AccessEvent>
+  /** What `persistenceDir` keeps and restored at start; undefined without it. */
+  persistence(): DurableStats | undefined
+  /** Closes the listeners, every client connection and the broker. Idempotent. */
   close(): Promise<void>
 }
 
@@ -143,6 +192,12 @@ interface Connection {
   seenPacket: number
   seenMidAt: number
   refused: boolean
+  /** CN of the client certificate a TLS listener verified. */
+  certCn?: string | undefined
+  /** With persistence: QoS 1 publishes acknowledged by aedes but not yet kept on disk. */
+  keptPending: number
+  /** Releases the outgoing bytes held while `keptPending` > 0. */
+  release?: () => void
 }
 
 /**
@@ -187,6 +242,40 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
         })
       : undefined
 
+  // Who may connect and what each client may do (access.ts): the files are read before anything listens.
+  const access = await AccessControl.load({
+    passwordFile: opts.passwordFile,
+    aclFile: opts.aclFile,
+    identity: o.identity,
+    internal: opts.internalUser,
+    onEvent: emit,
+  })
+  /** Publishes acknowledged and dropped because the ACL does not let their client write the topic. */
+  const dropped = new WeakSet<object>()
+  // Sessions kept on disk (durable.ts): each QoS 1 publish's PUBACK leaves only once it is kept.
+  /** Authorised QoS 1 publishes whose connection holds its output until they are kept. */
+  const awaitingKept = new WeakMap<object, Connection>()
+  /** Broker counter of a publish being kept → its connection. */
+  const keptBy = new Map<number, Connection>()
+  const keptDone = (conn: Connection) => {
+    if (--conn.keptPending === 0) conn.release?.()
+  }
+  let durable: DurablePersistence | undefined
+  if (opts.persistenceDir !== undefined) {
+    durable = await openDurable({
+      dir: opts.persistenceDir,
+      fsync: o.persistenceFsync,
+      onKept: (counter) => {
+        const conn = keptBy.get(counter)
+        if (!conn) return
+        keptBy.delete(counter)
+        keptDone(conn)
+      },
+    })
+  }
+  const connOf = (client: Client | null) =>
+    (client?.conn as (Duplex & { [CONNECTION]?: Connection }) | undefined)?.[CONNECTION]
+
   const refuse = (conn: Connection, refusal: Refusal) => {
     if (conn.refused) return
     conn.refused = true
@@ -199,7 +288,7 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
     ...user,
     mq,
     // O(1) outgoing queues for persistent sessions (the bridge's); see persistence.ts.
-    persistence: user.persistence ?? fastMemoryPersistence(),
+    persistence: durable?.persistence ?? user.persistence ?? fastMemoryPersistence(),
     // drainTimeout: a frozen subscriber must not wedge delivery to everyone (limits.ts).
     drainTimeout: user.drainTimeout ?? DRAIN_TIMEOUT_MS,
     // aedes' own CONNECT timer is a backstop behind the guard's (which counts and logs it).
@@ -215,12 +304,47 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
         const err = Object.assign(new Error(detail), { returnCode: 2 }) as AuthenticateError
         return done(err, false)
       }
-      if (user.authenticate) return user.authenticate(client, username, password, done)
-      done(null, true)
+      const next = () =>
+        user.authenticate ? user.authenticate(client, username, password, done) : done(null, true)
+      if (!access.enabled) return next()
+      const conn = connOf(client)
+      const will = (client as unknown as { _will?: { topic?: string } })._will?.topic
+      access
+        .admit(client, { remote: conn?.remote ?? '', certCn: conn?.certCn }, username, password, will)
+        .then(
+          (cause) => {
+            if (cause === undefined) return next()
+            // CONNACK 0x05, not authorized (access.ts says why 5 for every refusal), then aedes closes.
+            const err = Object.assign(new Error(`not authorized (${cause})`), {
+              returnCode: 5,
+            }) as AuthenticateError
+            done(err, false)
+          },
+          (err) => done(err as AuthenticateError, false),
+        )
     },
-    authorizePublish(client: Client | null, packet, done) {
+    authorizePublish(client: Client | null, packet, authorized) {
       // Closing: acknowledge nothing more (see close()); the client publishes again after reconnecting.
-      if (draining && client && !client.closed) return done(new Error('the broker is closing'))
+      if (draining && client && !client.closed) return authorized(new Error('the broker is closing'))
+      // With persistence, an allowed QoS 1 publish holds its connection's output (the PUBACK aedes
+      // writes next) until the message is kept (durable.ts).
+      const conn = durable && packet.qos === 1 && client && !client.closed ? connOf(client) : undefined
+      const done = (err?: Error | null) => {
+        if (!err && conn && !dropped.has(packet)) {
+          conn.keptPending++
+          awaitingKept.set(packet, conn)
+        }
+        authorized(err ?? null)
+      }
+      // Not allowed by the ACL: acknowledged and dropped, as Mosquitto does (access.ts); never held.
+      if (
+        client &&
+        access.enabled &&
+        !access.mayPublish(client, packet.topic, connOf(client)?.remote ?? '')
+      ) {
+        dropped.add(packet)
+        return done(null)
+      }
       if (user.authorizePublish) {
         return user.authorizePublish(client, packet, (err) =>
           err || !hold ? done(err) : hold.authorize(client, packet.topic, done),
@@ -231,9 +355,45 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
       if (hold) return hold.authorize(client, packet.topic, done)
       done(null)
     },
+    authorizeSubscribe(client, sub, done) {
+      if (access.enabled && !access.maySubscribe(client, sub.topic, connOf(client)?.remote ?? '')) {
+        // null: SUBACK return code 0x80 for this filter (MQTT 3.1.1 §3.9.3); the connection stays.
+        return done(null, null as never)
+      }
+      if (user.authorizeSubscribe) return user.authorizeSubscribe(client, sub, done)
+      done(null, sub)
+    },
+    authorizeForward(client, packet) {
+      if (access.enabled && !access.mayRead(client, packet.topic)) return null
+      return user.authorizeForward ? user.authorizeForward(client, packet) : packet
+    },
   })
   const broker = aedes
   if (hold) broker.on('subscribe', (subs, client) => hold.onSubscribe(subs, client))
+  if (access.enabled || durable) {
+    type Publish = (packet: object, client?: unknown, done?: (err?: Error) => void) => void
+    const publish = (broker.publish as unknown as Publish).bind(broker)
+    const counted = broker as unknown as { counter: number; publish: Publish }
+    counted.publish = (packet, client, done) => {
+      // A publish the ACL dropped was acknowledged by aedes' publish handler; it is never routed.
+      if (dropped.has(packet)) {
+        const cb = typeof client === 'function' ? (client as () => void) : done
+        return cb?.()
+      }
+      const conn = awaitingKept.get(packet)
+      if (!conn) return publish(packet, client, done)
+      awaitingKept.delete(packet)
+      // aedes numbers the message synchronously inside publish(): the next counter is its own.
+      const counter = counted.counter + 1
+      keptBy.set(counter, conn)
+      publish(packet, client, done)
+      if (counted.counter < counter) {
+        // Refused before it was numbered (aedes closes the connection): nothing to wait for.
+        keptBy.delete(counter)
+        keptDone(conn)
+      }
+    }
+  }
 
   // Overload holds publishers back instead of growing the routing queue (limits.ts ROUTING_HIGH_WATER).
   const waiting = new Set<Duplex>()
@@ -265,7 +425,7 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   // Every connection goes through the guard, also streams handed to `aedes.handle()` directly (the
   // in-memory devices of fleetsim run): aedes' own handle() is kept and wrapped.
   const aedesHandle = broker.handle
-  const accept = (stream: Duplex, remote: string, req?: IncomingMessage) => {
+  const accept = (stream: Duplex, remote: string, req?: IncomingMessage, certCn?: string) => {
     const conn: Connection = {
       stream,
       remote,
@@ -274,11 +434,19 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
       seenPacket: -1,
       seenMidAt: 0,
       refused: false,
+      certCn,
+      keptPending: 0,
     }
+    if (durable) holdOutput(conn)
     ;(stream as Duplex & { [CONNECTION]?: Connection })[CONNECTION] = conn
     connections.add(conn)
     connectionsTotal++
-    stream.once('close', () => connections.delete(conn))
+    stream.once('close', () => {
+      connections.delete(conn)
+      // aedes set `conn.client` when it took the stream.
+      const client = (stream as Duplex & { client?: Client }).client
+      if (client) access.forget(client)
+    })
     guardConnection(stream, conn.boundaries, (refusal) => refuse(conn, refusal), {
       gate,
     })
@@ -313,11 +481,6 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   }
   sweepTimer = clock.setTimer(sweep, DEADLINE_SWEEP_MS, { unref: true })
 
-  const server: Server = createServer((socket: Socket) => {
-    socket.setNoDelay(true)
-    accept(socket, `${socket.remoteAddress}:${socket.remotePort}`)
-  })
-
   /**
    * Messages acknowledged to their publishers but not yet acknowledged by every connected persistent
    * subscriber (aedes queues a QoS 1 message in each persistent session before routing it, and
@@ -334,7 +497,7 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   }
 
   /**
-   * Delivers what was acknowledged before closing: the broker keeps nothing across restarts, so a
+   * Delivers what was acknowledged before closing: without persistence the broker keeps nothing across restarts, so a
    * message acknowledged to a device and not yet taken by the bridge would be lost. Publishes are no
    * longer acknowledged (their clients send them again elsewhere or later); waits, up to
    * closeDrainMs, until nothing is being routed and every connected persistent subscriber has
@@ -355,7 +518,13 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
       }
       idle = 0
       if (waitedMs >= o.closeDrainMs) {
-        return { type: 'drained', delivered: false, waitedMs, undelivered: pending }
+        return {
+          type: 'drained',
+          delivered: false,
+          waitedMs,
+          undelivered: pending,
+          kept: durable !== undefined,
+        }
       }
       await sleep(DRAIN_POLL_MS, { clock })
     }
@@ -365,7 +534,7 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   const close = () => {
     closing ??= (async () => {
       signal?.removeEventListener('abort', onAbort)
-      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
+      const serverClosed = listeners?.close()
       // Held publishes were never acknowledged: refused now, their clients send them again.
       hold?.close()
       if (listening) emit(await drain())
@@ -373,27 +542,46 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
       await new Promise<void>((resolve) => broker.close(() => resolve()))
       for (const conn of connections) conn.stream.destroy()
       await serverClosed
+      await durable?.close()
     })()
     return closing
   }
   const onAbort = () => void close()
 
+  const specs: ListenerSpec[] = [{ kind: 'mqtt', port: o.port, flag: flags.port }]
+  if (o.tlsPort !== undefined) specs.push({ kind: 'mqtts', port: o.tlsPort, flag: '--tls-port' })
+  if (o.wsPort !== undefined) specs.push({ kind: 'ws', port: o.wsPort, flag: '--ws-port' })
+  if (o.wssPort !== undefined) specs.push({ kind: 'wss', port: o.wssPort, flag: '--wss-port' })
   let listening = false
+  let listeners: Awaited<ReturnType<typeof openListeners>> | undefined
   try {
-    await listen(server, o.port, o.host, clock, signal)
+    listeners = await openListeners(specs, {
+      host: o.host,
+      hostFlag: flags.host,
+      tls: opts.tls,
+      // The TLS handshake is part of connecting: the same bound as a CONNECT.
+      handshakeTimeoutMs: o.connectTimeoutMs,
+      maxWsMessage: o.maxPacketSize,
+      clock,
+      signal,
+      accept: (stream, remote, certCn, req) => void accept(stream, remote, req, certCn),
+      onTlsError: (detail, remote) => access.tlsFailure(detail, remote),
+    })
     listening = true
   } catch (err) {
     await close()
-    if (err instanceof AbortedError) throw err
-    throw err instanceof BrokerListenError ? err : listenError(err, { port: o.port, host: o.host }, flags)
+    throw err
   }
   signal?.addEventListener('abort', onAbort, { once: true })
-  const { port, address } = server.address() as AddressInfo
+  const main = new URL(listeners.urls.mqtt)
   return {
-    url: `mqtt://${address.includes(':') ? `[${address}]` : address}:${port}`,
-    host: address,
-    port,
+    url: listeners.urls.mqtt,
+    urls: listeners.urls,
+    host: main.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(main.port),
     aedes: broker,
+    reload: () => access.reload(),
+    persistence: () => durable?.stats(),
     handle: (stream) => {
       accept(stream, 'in-memory')
     },
@@ -408,8 +596,31 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
       publishersWaiting: waiting.size,
       publisherHolds: gateHolds,
       ...(hold?.stats() ?? { held: 0, heldTotal: 0, released: 0, holdTimeouts: 0 }),
+      ...deniedStats(access.denied()),
     }),
     close,
+  }
+}
+
+/**
+ * Holds a connection's outgoing bytes while one of its QoS 1 publishes is not yet kept on disk.
+ * aedes writes every packet through mqtt-packet's writeToStream, which corks the stream and uncorks
+ * it on the next tick; an uncork made while a publish is pending is deferred until it is kept, so
+ * the PUBACK (and whatever was written after it, in order) leaves only then.
+ */
+function holdOutput(conn: Connection): void {
+  const stream = conn.stream
+  const uncork = stream.uncork.bind(stream)
+  let deferred = 0
+  stream.uncork = () => {
+    if (conn.keptPending > 0) deferred++
+    else uncork()
+  }
+  conn.release = () => {
+    while (deferred > 0 && conn.keptPending === 0) {
+      deferred--
+      uncork()
+    }
   }
 }
 
@@ -425,37 +636,8 @@ interface AedesWithPersistence {
   }
 }
 
-/** Listens, or rejects with the listen error, an AbortedError, or FLEETSIM_LISTEN_TIMEOUT. */
-function listen(
-  server: Server,
-  port: number,
-  host: string,
-  clock: Clock,
-  signal?: AbortSignal,
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const done = (err?: unknown) => {
-      clock.clearTimer(timer)
-      signal?.removeEventListener('abort', onAbort)
-      server.off('error', done)
-      err === undefined ? resolve() : reject(err)
-    }
-    const onAbort = () => done(new AbortedError(signal!.reason))
-    const timer = clock.setTimer(
-      () =>
-        done(
-          new BrokerListenError(
-            BROKER_ERROR_CODES.listenTimeout,
-            `--host '${host}': no address to listen on after ${LISTEN_TIMEOUT_MS / 1000} s (the name lookup does not answer); give an address such as 127.0.0.1 or 0.0.0.0`,
-            { port, host },
-          ),
-        ),
-      LISTEN_TIMEOUT_MS,
-    )
-    signal?.addEventListener('abort', onAbort, { once: true })
-    server.once('error', done)
-    server.listen(port, host, () => done())
-  })
+function deniedStats(denied: Record<DenialCause, number>) {
+  return { denied, deniedTotal: DENIAL_CAUSES.reduce((s, c) => s + denied[c], 0) }
 }
 
 /** Defaults applied and every value checked; a bad one is a ConfigError naming it. */
@@ -489,5 +671,34 @@ function resolveOptions(opts: EmbeddedBrokerOptions) {
       )
     }
   }
-  return { ...o, holdUntilSubscribed }
+  for (const [name, flag] of [
+    ['tlsPort', '--tls-port'],
+    ['wsPort', '--ws-port'],
+    ['wssPort', '--wss-port'],
+  ] as const) {
+    const port = o[name]
+    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65_535)) {
+      throw new ConfigError('FLEETSIM_OUT_OF_RANGE', `${flag} '${port}' must be a port from 0 to 65535`)
+    }
+  }
+  if ((o.tlsPort !== undefined || o.wssPort !== undefined) && !o.tls) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_TLS',
+      `${o.tlsPort !== undefined ? '--tls-port' : '--wss-port'} needs a server certificate and key: give --tls-cert and --tls-key (fleetsim certs makes them)`,
+    )
+  }
+  const identity: Identity = o.identity ?? 'password'
+  if (identity !== 'password' && identity !== 'cert-cn') {
+    throw new ConfigError(
+      'FLEETSIM_BAD_IDENTITY',
+      `--identity '${identity}' is not valid; use cert-cn (or leave it out)`,
+    )
+  }
+  if (identity === 'cert-cn' && (!o.tls?.ca || (o.tlsPort === undefined && o.wssPort === undefined))) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_IDENTITY',
+      "--identity cert-cn takes the identity from client certificates: give --tls-port (or --wss-port) with --tls-cert, --tls-key and --tls-ca, the CA that signed the devices' certificates",
+    )
+  }
+  return { ...o, holdUntilSubscribed, identity }
 }

@@ -63,8 +63,21 @@ export function createEventLog(write: (line: string) => void, clock: Clock): Eve
         return write(
           event.delivered
             ? `closing: every message acknowledged to a publisher was delivered to the connected persistent subscribers (${event.waitedMs} ms)`
-            : `closing after ${event.waitedMs} ms with ${event.undelivered.toLocaleString('en-US')} acknowledged messages not yet acknowledged by their subscribers: they are lost (the broker keeps nothing across restarts; --drain-timeout)`,
+            : event.kept
+              ? `closing after ${event.waitedMs} ms with ${event.undelivered.toLocaleString('en-US')} acknowledged messages not yet acknowledged by their subscribers: kept in --persistence for the next start`
+              : `closing after ${event.waitedMs} ms with ${event.undelivered.toLocaleString('en-US')} acknowledged messages not yet acknowledged by their subscribers: they are lost (the broker keeps nothing across restarts; --drain-timeout)`,
         )
+      case 'denied':
+        return limited(
+          `refusals (${event.cause})`,
+          `denied ${event.clientId === null ? event.remote : `${event.clientId} (${event.remote})`}: ${event.detail}`,
+        )
+      case 'reloaded':
+        return write(
+          `reloaded the password and ACL files: ${event.users.toLocaleString('en-US')} users, ${event.rules.toLocaleString('en-US')} ACL rules; ${event.dropped.toLocaleString('en-US')} clients disconnected (their password changed or went)`,
+        )
+      case 'reloadFailed':
+        return write(`reload failed: ${event.message}`)
       case 'holdTimeout':
         return limited(
           'held publishes timed out',

@@ -19,14 +19,14 @@
 import { createRequire } from 'node:module'
 import type { AedesOptions } from 'aedes'
 
-type Persistence = NonNullable<AedesOptions['persistence']>
+export type Persistence = NonNullable<AedesOptions['persistence']>
 /** aedes-persistence is CommonJS whose types declare a default export it does not have: loaded as it is. */
 const memory = createRequire(import.meta.url)('aedes-persistence') as (() => Persistence) & {
   Packet: new (p: unknown) => OutPacket
 }
 
 /** The packet fields the outgoing queue reads (aedes-packet). */
-interface OutPacket {
+export interface OutPacket {
   brokerId?: string
   brokerCounter?: number
   messageId?: number
@@ -46,6 +46,11 @@ export class OutgoingQueue {
 
   get length(): number {
     return this.byCounter.size
+  }
+
+  /** Whether a copy of `p` (same broker id and counter) is queued. */
+  hasCounter(p: OutPacket): boolean {
+    return this.byCounter.has(counterKey(p))
   }
 
   enqueue(p: OutPacket): void {
@@ -116,10 +121,9 @@ interface MemoryInternals {
  *
  * @example await Aedes.createBroker({ persistence: fastMemoryPersistence() })
  */
-export function fastMemoryPersistence(): Persistence {
+export function fastMemoryPersistence(queues = new Map<string, OutgoingQueue>()): Persistence {
   const p = memory()
   const inner = (p as unknown as MemoryInternals).asyncPersistence
-  const queues = new Map<string, OutgoingQueue>()
   const queueOf = (id: string) => {
     let q = queues.get(id)
     if (!q) {

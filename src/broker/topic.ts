@@ -41,3 +41,28 @@ export function filterProblem(filter: string): string | undefined {
   }
   return undefined
 }
+
+/**
+ * Whether every topic that filter `inner` matches is matched by filter `outer` too: a subscription
+ * to `inner` can receive nothing that `outer` does not allow (Mosquitto's
+ * `mosquitto_sub_matches_acl`, which its dynamic-security plugin uses for SUBSCRIBE).
+ *
+ * @example filterCovers('fleet/#', 'fleet/+/v-1/telemetry') // true
+ * @example filterCovers('fleet/+/v-1/#', '#') // false
+ */
+export function filterCovers(outer: string, inner: string): boolean {
+  // §4.7.2: a filter starting with a wildcard matches no `$` topic; `inner` may name some.
+  if (inner.startsWith('$') && (outer.startsWith('+') || outer.startsWith('#'))) return false
+  const o = outer.split('/')
+  const n = inner.split('/')
+  for (let i = 0; i < o.length; i++) {
+    const level = o[i]!
+    if (level === '#') return true
+    if (i >= n.length) return false
+    const sub = n[i]!
+    if (sub === '#') return false
+    if (level === '+') continue
+    if (sub === '+' || sub !== level) return false
+  }
+  return o.length === n.length
+}

@@ -5,6 +5,7 @@ import * as bench from './commands/bench.ts'
 import * as bridge from './commands/bridge.ts'
 import * as broker from './commands/broker.ts'
 import * as cmd from './commands/cmd.ts'
+import * as certs from './commands/certs.ts'
 import * as devices from './commands/devices.ts'
 import * as firehose from './commands/firehose.ts'
 import * as k8s from './commands/k8s.ts'
@@ -25,6 +26,7 @@ export function buildCli(argv: string[]): Argv {
     .command(devices)
     .command(broker)
     .command(bridge)
+    .command(certs)
     .command(firehose)
     .command(verify)
     .command(k8s)

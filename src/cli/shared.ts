@@ -4,6 +4,8 @@ import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing } from '../../devices/default
 import { checkPayloadBytes } from '../../devices/device.ts'
 import { parseModelParams, resolveModelParams } from '../../devices/params.ts'
 import { MAX_PAYLOAD_BYTES } from '../../devices/payload.ts'
+import { deviceRefs } from '../../devices/fleet.ts'
+import { checkIdentities } from '../../devices/identity.ts'
 import { MODELS, parseFleetMix } from '../../devices/registry.ts'
 import { redactText, rememberSecret } from '../config/redact.ts'
 import { ConfigError } from '../errors.ts'
@@ -119,8 +121,7 @@ export const fleetOptions = {
   },
   'client-id': {
     type: 'string',
-    default: FLEET_DEFAULTS.clientIdTemplate,
-    describe: 'Client id template: {model}, {deviceId}, {index}',
+    describe: `Client id template: {model}, {deviceId}, {index} [default: ${FLEET_DEFAULTS.clientIdTemplate}; with --cert-dir the CN of each device's certificate]`,
   },
   'mqtt-version': {
     type: 'string',
@@ -128,8 +129,26 @@ export const fleetOptions = {
     choices: ['3.1.1', '5'],
     describe: 'MQTT protocol version',
   },
-  username: { type: 'string', describe: 'MQTT username' },
+  username: {
+    type: 'string',
+    describe:
+      'MQTT username; {deviceId}, {model}, {index} give each device its own (default {deviceId} with --password-template)',
+  },
   password: { type: 'string', describe: 'MQTT password (or set FLEETSIM_MQTT_PASSWORD)' },
+  'password-template': {
+    type: 'string',
+    describe: 'A password per device, e.g. {deviceId}-secret ({deviceId}, {model}, {index} replaced)',
+  },
+  'credentials-file': {
+    type: 'string',
+    describe:
+      'Per-device credentials: CSV deviceId,username,password or JSON {"<deviceId>": {"username", "password"}}',
+  },
+  'cert-dir': {
+    type: 'string',
+    describe:
+      "Per-device mutual TLS: <dir>/<deviceId>.crt and .key (fleetsim certs writes them); the client id defaults to the certificate's CN",
+  },
   ca: { type: 'string', describe: 'TLS: CA certificate file (PEM) to trust, for mqtts:// brokers' },
   cert: { type: 'string', describe: 'Mutual TLS: client certificate file (PEM)' },
   key: { type: 'string', describe: 'Mutual TLS: client private key file (PEM)' },
@@ -183,10 +202,13 @@ export interface FleetArgs {
   retain: boolean
   status: boolean
   topic: string
-  clientId: string
+  clientId?: string
   mqttVersion: string
   username?: string
   password?: string
+  passwordTemplate?: string
+  credentialsFile?: string
+  certDir?: string
   ca?: string
   cert?: string
   key?: string
@@ -230,6 +252,17 @@ export function fleetArgs(args: FleetArgs) {
   ])
   const password = args.password ?? process.env.FLEETSIM_MQTT_PASSWORD
   rememberSecret(password)
+  // Every device's certificate files and credentials are checked now, before anything starts; every
+  // password a device will use is kept out of all output.
+  const identity = {
+    certDir: args.certDir,
+    username: args.username,
+    password,
+    passwordTemplate: args.passwordTemplate,
+    credentialsFile: args.credentialsFile,
+  }
+  rememberSecret(args.passwordTemplate)
+  for (const p of checkIdentities(identity, deviceRefs(mix, shard))) rememberSecret(p)
   const modelParams = resolveModelParams(
     mix.map((m) => m.model),
     parseModelParams(args.modelParam?.map(String)),
@@ -255,7 +288,10 @@ export function fleetArgs(args: FleetArgs) {
     retain: args.retain,
     status: args.status,
     topicTemplate: args.topic,
-    clientIdTemplate: args.clientId,
+    ...(args.clientId !== undefined ? { clientIdTemplate: args.clientId } : {}),
+    ...(args.certDir !== undefined ? { certDir: args.certDir } : {}),
+    ...(args.passwordTemplate !== undefined ? { passwordTemplate: args.passwordTemplate } : {}),
+    ...(args.credentialsFile !== undefined ? { credentialsFile: args.credentialsFile } : {}),
     mqttVersion: args.mqttVersion === '5' ? (5 as const) : (4 as const),
     ...(args.username !== undefined ? { username: args.username } : {}),
     ...(password !== undefined ? { password } : {}),

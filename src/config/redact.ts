@@ -16,16 +16,21 @@ export const REDACTED = '***'
 
 /** Keys whose values are secrets, wherever they sit in a configuration or report. */
 const SECRET_KEY =
-  /^(password|passphrase|passwd|secret|secretAccessKey|secretKey|sessionToken|token|accessToken|apiKey|privateKey|clientSecret|authorization)$/i
+  /^(password|passwordTemplate|passphrase|passwd|secret|secretAccessKey|secretKey|sessionToken|token|accessToken|apiKey|privateKey|clientSecret|authorization)$/i
 
 /** Values shorter than this are not replaced in free text (a 1-character password would redact every 'a'); they are still redacted by key. */
 const MIN_TEXT_SECRET = 3
 
 const remembered = new Set<string>()
+/** `remembered`, longest first; rebuilt only when a secret was added (a fleet may remember one per device). */
+let sorted: string[] | undefined
 
 /** Remembers a secret value so that redactText() hides it in any text. Empty values are ignored. */
 export function rememberSecret(value: unknown): void {
-  if (typeof value === 'string' && value.length >= MIN_TEXT_SECRET) remembered.add(value)
+  if (typeof value === 'string' && value.length >= MIN_TEXT_SECRET && !remembered.has(value)) {
+    remembered.add(value)
+    sorted = undefined
+  }
 }
 
 /** A deep copy of `value` with every secret-named key's value replaced by `***` (never mutates the input). */
@@ -54,7 +59,8 @@ function walk(v: unknown): unknown {
 export function redactText(text: string): string {
   let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@'"]*:)([^\s@'"/]+)@/gi, `$1${REDACTED}@`)
   // Longest first, so that a secret that contains another is replaced whole.
-  for (const s of [...remembered].sort((a, b) => b.length - a.length)) {
+  sorted ??= [...remembered].sort((a, b) => b.length - a.length)
+  for (const s of sorted) {
     if (out.includes(s)) out = out.split(s).join(REDACTED)
   }
   return out

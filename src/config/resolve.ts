@@ -18,7 +18,19 @@ export interface RunConfig {
   description?: string
   /** The scenario file it came from, if any. */
   scenarioPath?: string
-  broker: { url: string; port: number; maxPacketSize: number }
+  broker: {
+    url: string
+    port: number
+    maxPacketSize: number
+    passwordFile?: string
+    aclFile?: string
+    identity?: 'password' | 'cert-cn'
+    tlsPort?: number
+    tlsCert?: string
+    tlsKey?: string
+    tlsCa?: string
+    wsPort?: number
+  }
   fleet: {
     devices: FleetMixEntry[]
     ratePerSecond: number
@@ -167,7 +179,7 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
   dropUndefined(firehose)
 
   const config: RunConfig = {
-    broker: v.broker as RunConfig['broker'],
+    broker: dropUndefined({ ...v.broker }) as RunConfig['broker'],
     fleet: {
       devices: v.fleet['devices'] as FleetMixEntry[],
       ratePerSecond: v.fleet['rate'] as number,

@@ -70,6 +70,47 @@ export const SCENARIO_SCHEMA = {
         'Embedded broker: largest MQTT packet, bytes, headers included; a larger one closes the connection (1 MiB payload + 64 KiB headers: a Firehose record holds at most 1,000 KiB)',
       flag: 'max-packet-size',
     },
+    // Security of the embedded broker (src/broker/access.ts, listeners.ts); README "Security".
+    passwordFile: {
+      type: 'string',
+      describe:
+        "Embedded broker: Mosquitto password file (mosquitto_passwd); clients must log in, anonymous access is off. The run's own bridge logs in with a one-time password",
+      flag: 'password-file',
+    },
+    aclFile: {
+      type: 'string',
+      describe: 'Embedded broker: Mosquitto ACL file (user, topic, pattern with %c and %u)',
+      flag: 'acl-file',
+    },
+    identity: {
+      type: 'enum',
+      values: ['password', 'cert-cn'],
+      describe:
+        "Embedded broker: cert-cn takes a TLS client's identity from its certificate's CN and requires the client id to equal it (needs tlsPort, tlsCa)",
+      flag: 'identity',
+    },
+    tlsPort: {
+      type: 'integer',
+      min: 0,
+      max: 65535,
+      describe:
+        'Embedded broker: MQTT over TLS port (0 = any free port); with fleet.certDir the devices connect to it over TLS instead of in-memory streams',
+      flag: 'tls-port',
+    },
+    tlsCert: { type: 'string', describe: 'Embedded broker: server certificate (PEM)', flag: 'tls-cert' },
+    tlsKey: { type: 'string', describe: 'Embedded broker: private key of tlsCert (PEM)', flag: 'tls-key' },
+    tlsCa: {
+      type: 'string',
+      describe: 'Embedded broker: CA whose client certificates TLS clients must present (PEM)',
+      flag: 'tls-ca',
+    },
+    wsPort: {
+      type: 'integer',
+      min: 0,
+      max: 65535,
+      describe: 'Embedded broker: MQTT over WebSocket port (0 = any free port)',
+      flag: 'ws-port',
+    },
   },
   fleet: {
     devices: {
@@ -168,6 +209,24 @@ export const SCENARIO_SCHEMA = {
     ca: { type: 'string', describe: 'CA file to trust for mqtts:// brokers', flag: 'ca' },
     cert: { type: 'string', describe: 'Client certificate file for mutual TLS (with key)', flag: 'cert' },
     key: { type: 'string', describe: 'Client key file for mutual TLS (with cert)', flag: 'key' },
+    certDir: {
+      type: 'string',
+      describe:
+        "Per-device mutual TLS: <certDir>/<deviceId>.crt and .key (fleetsim certs); the client id defaults to the certificate's CN",
+      flag: 'cert-dir',
+    },
+    passwordTemplate: {
+      type: 'string',
+      describe: 'A password per device, e.g. {deviceId}-secret; the username defaults to {deviceId}',
+      flag: 'password-template',
+      secret: true,
+    },
+    credentialsFile: {
+      type: 'string',
+      describe:
+        'Per-device credentials: CSV deviceId,username,password or JSON {"<deviceId>": {username, password}}',
+      flag: 'credentials-file',
+    },
     maxInFlight: {
       type: 'integer',
       min: 1,

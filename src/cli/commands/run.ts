@@ -1,7 +1,10 @@
 import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import type { ArgumentsCamelCase, Argv, Options } from 'yargs'
+import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
 import { checkPayloadBytes } from '../../../devices/device.ts'
+import { deviceRefs } from '../../../devices/fleet.ts'
+import { checkIdentities, type IdentityOptions } from '../../../devices/identity.ts'
 import type { FleetOptions } from '../../../devices/fleet.ts'
 import { fdLimit } from '../../../devices/limits.ts'
 import { parseModelParams, resolveModelParams } from '../../../devices/params.ts'
@@ -15,6 +18,7 @@ import {
 } from '../../config/index.ts'
 import type { FleetsimError } from '../../errors.ts'
 import { writeReport } from '../../report/report.ts'
+import { rememberSecret } from '../../config/redact.ts'
 import { describeFsError, lockFolder } from '../../runtime/lock.ts'
 import { createProgress } from '../progress.ts'
 import { type RunOutcome, runEngine } from '../run/engine.ts'
@@ -195,6 +199,12 @@ function fleetRunOptions(fc: RunConfig['fleet']): Omit<Partial<FleetOptions>, 't
     parseModelParams((modelParams as string[] | undefined) ?? []),
     template as string | undefined,
   )
+  // Per-device credentials and certificates: checked now, every password kept out of the output.
+  for (const p of checkIdentities(rest as IdentityOptions, deviceRefs(fc.devices))) rememberSecret(p)
+  // With certificates, a device's client id is its certificate's CN unless a template is given.
+  if (rest['certDir'] !== undefined && rest['clientIdTemplate'] === FLEET_DEFAULTS.clientIdTemplate) {
+    delete rest['clientIdTemplate']
+  }
   const payloadBytes = rest['payloadBytes'] as number | undefined
   if (payloadBytes) {
     // Refuse a size too small for the fleet's messages now, before anything starts.

@@ -23,9 +23,16 @@ serveThread<EdgePartInit>((init, emit) => {
   const report = () => emit('stats', { fleet: fleet?.stats(), broker: broker?.stats() })
   return {
     async startBroker(arg) {
-      broker = await startBroker({ ...(arg as EmbeddedBrokerOptions), signal: abort.signal })
+      const opts = arg as EmbeddedBrokerOptions
+      // TLS files cross the thread boundary as Uint8Arrays; the TLS listener wants Buffers.
+      const tls = opts.tls && {
+        cert: Buffer.from(opts.tls.cert),
+        key: Buffer.from(opts.tls.key),
+        ...(opts.tls.ca ? { ca: Buffer.from(opts.tls.ca) } : {}),
+      }
+      broker = await startBroker({ ...opts, ...(tls ? { tls } : {}), signal: abort.signal })
       timer ??= setInterval(report, init.reportEveryMs)
-      return { url: broker.url, port: broker.port }
+      return { url: broker.url, port: broker.port, urls: broker.urls }
     },
     async startFleet(arg) {
       const { transport, ...opts } = arg as EdgeFleetOptions

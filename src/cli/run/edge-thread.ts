@@ -1,5 +1,5 @@
 import type { FleetStats } from '../../../devices/fleet.ts'
-import type { BrokerStats, EmbeddedBrokerOptions } from '../../broker/index.ts'
+import type { BrokerStats, EmbeddedBroker, EmbeddedBrokerOptions } from '../../broker/index.ts'
 import { FleetsimError } from '../../errors.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
 import type { EdgeFleetOptions, EdgePartInit } from './edge-part.ts'
@@ -10,7 +10,7 @@ export interface EdgeThread {
   /** Starts the embedded broker in the thread; its TCP URL is what the bridge connects to. */
   startBroker(
     opts: Omit<EmbeddedBrokerOptions, 'signal' | 'clock' | 'onEvent'>,
-  ): Promise<{ url: string; port: number }>
+  ): Promise<{ url: string; port: number; urls: EmbeddedBroker['urls'] }>
   /** Starts the fleet; resolves at once (waitForConnections false): `allConnected` tells when it is up. */
   startFleet(opts: EdgeFleetOptions): Promise<void>
   fleetStats(): FleetStats | undefined

@@ -163,8 +163,8 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     const { transport: _t, ...fleetExtra } = o.fleetOptions as Record<string, unknown>
     await parts.startFleet({
       ...(fleetExtra as Partial<EdgeFleetOptions>),
-      transport: plan.transport,
-      brokerUrl: parts.brokerUrl,
+      transport: parts.deviceUrl ? 'tcp' : plan.transport,
+      brokerUrl: parts.deviceUrl ?? parts.brokerUrl,
       devices: fc.devices,
       ratePerSecond: fc.ratePerSecond,
       durationMs: fc.durationMs,

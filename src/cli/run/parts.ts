@@ -1,9 +1,17 @@
+import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { type BridgeStats, startBridge } from '../../../bridge/bridge.ts'
 import type { BridgeError } from '../../../bridge/errors.ts'
 import { emptyFleetStats, type FleetOptions, type FleetStats, startFleet } from '../../../devices/fleet.ts'
-import { type BrokerStats, type EmbeddedBroker, startBroker } from '../../broker/index.ts'
+import {
+  type BrokerStats,
+  type EmbeddedBroker,
+  type EmbeddedBrokerOptions,
+  startBroker,
+} from '../../broker/index.ts'
+import { readBrokerTls } from '../../broker/listeners.ts'
+import { rememberSecret } from '../../config/redact.ts'
 import type { RunConfig } from '../../config/index.ts'
 import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
 import type { FleetsimError } from '../../errors.ts'
@@ -47,6 +55,8 @@ export interface LoopMeter {
 /** The parts of a run, wherever they run, as the engine drives them. */
 export interface Parts {
   readonly brokerUrl: string
+  /** Where devices connect when not where the bridge does: the TLS listener, for certificate fleets. */
+  readonly deviceUrl: string | undefined
   readonly firehoseUrl: string | undefined
   readonly objectsLocation: string | undefined
   readonly loops: LoopMeter[]
@@ -127,7 +137,23 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
     let broker: EmbeddedBroker | undefined
     let edge: EdgeThread | undefined
     let brokerUrl = config.broker.url
-    const brokerOpts = { port: config.broker.port, maxPacketSize: config.broker.maxPacketSize }
+    // With a password file or certificate identities, the run's own bridge logs in to the embedded
+    // broker with a password made for this run (never shown), allowed to read the bridge's topics only.
+    const bridgeUser =
+      config.broker.url === 'embedded' &&
+      (config.broker.passwordFile !== undefined || config.broker.identity === 'cert-cn')
+        ? {
+            username: `fleetsim-run-bridge-${randomBytes(4).toString('hex')}`,
+            password: randomBytes(24).toString('base64url'),
+          }
+        : undefined
+    rememberSecret(bridgeUser?.password)
+    const brokerOpts = {
+      port: config.broker.port,
+      maxPacketSize: config.broker.maxPacketSize,
+      ...embeddedSecurity(config, bridgeUser),
+    }
+    let deviceUrl: string | undefined
     if (edgeBoot) {
       edge = edgeThread(edgeBoot)
       closers.push(() => edge!.close())
@@ -137,9 +163,14 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       broker = await startBroker(brokerOpts)
       closers.push(() => broker!.close())
       brokerUrl = broker.url
+      deviceUrl = broker.urls.mqtts
     } else if (plan.where.broker === 'fleet') {
-      brokerUrl = (await edge!.startBroker(brokerOpts)).url
+      const started = await edge!.startBroker(brokerOpts)
+      brokerUrl = started.url
+      deviceUrl = started.urls.mqtts
     }
+    // Devices with certificates reach the embedded broker through its TLS listener.
+    if (config.fleet.extra['certDir'] === undefined) deviceUrl = undefined
 
     stopIfAborted()
     // Local Firehose.
@@ -188,6 +219,7 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       lingerMs: config.bridge.lingerMs,
       maxInFlightCalls: config.bridge.maxInFlightCalls,
       spoolDir: resolve(out, 'spool'),
+      ...(bridgeUser ? { username: bridgeUser.username, password: bridgeUser.password } : {}),
       drainTimeoutMs: RUN_BRIDGE_DRAIN_MS,
       // The bridge waits for its broker within the run's --connect-timeout, counted from the start of
       // the process: a broker that is not there ends the run as a fleet that cannot connect would.
@@ -237,6 +269,7 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
 
     return {
       brokerUrl,
+      deviceUrl,
       firehoseUrl,
       objectsLocation: fhLocal?.objectsLocation ?? fhThread?.objectsLocation,
       loops,
@@ -361,4 +394,22 @@ function partsIn(thread: ThreadName, plan: RunPlan): PartName[] {
   return (Object.entries(plan.where) as Array<[PartName, ThreadName]>)
     .filter(([, t]) => t === thread)
     .map(([p]) => p)
+}
+
+/** The embedded broker's security options from the run configuration (files read now). */
+function embeddedSecurity(
+  config: RunConfig,
+  bridgeUser: { username: string; password: string } | undefined,
+): Partial<EmbeddedBrokerOptions> {
+  const b = config.broker
+  const tls = readBrokerTls({ cert: b.tlsCert, key: b.tlsKey, ca: b.tlsCa })
+  return {
+    ...(b.passwordFile !== undefined ? { passwordFile: b.passwordFile } : {}),
+    ...(b.aclFile !== undefined ? { aclFile: b.aclFile } : {}),
+    ...(b.identity !== undefined ? { identity: b.identity } : {}),
+    ...(tls ? { tls } : {}),
+    ...(b.tlsPort !== undefined ? { tlsPort: b.tlsPort } : {}),
+    ...(b.wsPort !== undefined ? { wsPort: b.wsPort } : {}),
+    ...(bridgeUser ? { internalUser: { ...bridgeUser, read: config.bridge.topics } } : {}),
+  }
 }
