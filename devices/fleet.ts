@@ -165,6 +165,23 @@ export interface FleetOptions {
    * timeouts stay on the real clock.
    */
   backfill?: { fromMs: number; toMs: number }
+  /**
+   * Device id → the last seq that device already used: its next message takes that + 1 (absent = 0).
+   * A shard restarted under a coordinator continues after the seqs it reported before it was killed,
+   * so that a device's seqs stay 1, 2, 3… across the restart.
+   */
+  startSeqs?: Readonly<Record<string, number>>
+  /**
+   * Connect every device but make no message until release() (the coordinator's paused start: shards
+   * started at different times begin publishing together). The duration counts from release().
+   */
+  paused?: boolean
+  /**
+   * Called with every publish → acknowledgement latency (ms) this thread records, as recorded into
+   * `pubackLatency` (a test hook to check merged percentiles against the raw values). Not called in
+   * worker fleets: a function does not cross to a worker.
+   */
+  onPubackLatency?: (ms: number) => void
 }
 
 export interface FleetStats {
@@ -243,6 +260,16 @@ export interface Fleet {
   stats(): FleetStats
   /** Device id → highest seq made (seqs run 1..n), for verification. */
   sent(): Map<string, number>
+  /**
+   * Device id → the highest seq acknowledged (QoS ≥ 1; written at QoS 0) together with every lower
+   * one: what is made and not yet acknowledged (queued or in flight) does not count. Where a
+   * restarted shard continues (`startSeqs`), so that nothing the broker acknowledged is reused and
+   * nothing unacknowledged leaves a gap. Assumes a device's messages are acknowledged in the order
+   * sent, as MQTT requires of a broker (3.1.1 §4.6).
+   */
+  acknowledged(): Promise<Map<string, number>>
+  /** Starts publishing a fleet started `paused` (the duration counts from here); no-op otherwise. */
+  release(): void
   /** Resolves when the duration has elapsed, `count` messages were made, or the fleet was stopped; not when it failed. */
   readonly finished: Promise<void>
   /** Resolves once every device has connected at least once. */
@@ -532,6 +559,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
         cause: err,
       })
     }
+    sim.seq = opts.startSeqs?.[id] ?? 0
     const slot = devices.length
     const identity = identities?.of({ id, model: modelName, index })
     const clientId =
@@ -574,6 +602,9 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   )
 
   let phase: Phase = 'connecting'
+  // Paused (a coordinated start): devices connect, and their schedules start at release().
+  let held = opts.paused ?? false
+  const everUp = new Uint8Array(devices.length)
   const connectLatency = new LatencyRecorder()
   const publishOpts = { qos: opts.qos, retain: opts.retain ?? false }
   // A backfill's schedule runs on virtual time that moves once the fleet is up and while the
@@ -609,6 +640,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     onLimit: () => finish(),
     clock: scheduleClock,
     preciseNow,
+    ...(opts.onPubackLatency ? { onLatency: opts.onPubackLatency } : {}),
     render: (slot, ts) => {
       const json = render(slot, ts)
       board.record(slot, json, devices[slot]!.lastStepMs)
@@ -673,8 +705,9 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
       connectLatency.recordMs(preciseNow() - dialAt[slot]!)
       if (!first) storm?.connected(slot)
       if (first) {
-        // A device's schedule starts at its first connect: before it, it makes nothing.
-        if (phase === 'connecting' || phase === 'publishing') scheduler.start(slot)
+        everUp[slot] = 1
+        // A device's schedule starts at its first connect (or, paused, at release): before it, it makes nothing.
+        if (!held && (phase === 'connecting' || phase === 'publishing')) scheduler.start(slot)
         if (connector.stats().everConnected === devices.length) resolveAllConnected()
       }
       publisher.setOnline(slot)
@@ -695,7 +728,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   let graceTimer: TimerHandle | undefined
   let endTimer: TimerHandle | undefined
   const startDuration = () => {
-    if (phase !== 'connecting') return
+    if (phase !== 'connecting' || held) return
     phase = 'publishing'
     clock.clearTimer(graceTimer)
     vclock?.poke()
@@ -906,8 +939,18 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
     if (err) throw err
   }
 
+  const release = () => {
+    if (!held) return
+    held = false
+    if (phase !== 'connecting') return
+    for (let slot = 0; slot < devices.length; slot++) if (everUp[slot]) scheduler.start(slot)
+    startDuration()
+  }
+
   return {
     sent: () => new Map(devices.map((d) => [d.id, d.seq])),
+    acknowledged: async () => new Map(devices.map((d, slot) => [d.id, d.seq - publisher.pendingOf(slot)])),
+    release,
     stats: () => {
       const c = connector.stats()
       const p = publisher.stats()

@@ -20,6 +20,8 @@ export interface PublisherOptions {
   /** Messages this publisher makes at most (the fleet's `count`); then it calls onLimit. */
   produceLimit?: number
   onLimit?: () => void
+  /** Called with each publish → acknowledgement latency (ms) as it is recorded. */
+  onLatency?: (ms: number) => void
   /** Renders device `slot`'s next message with `ts` = `tsMs` (this takes its next seq). */
   render(slot: number, tsMs: number): string
   /** Hands a message to the device's connection; `done` on acknowledgement (QoS ≥ 1) or write (QoS 0). */
@@ -221,6 +223,11 @@ export class Publisher {
     return this.inFlight[slot]!
   }
 
+  /** Messages of `slot` made and not acknowledged yet: queued or in flight. */
+  pendingOf(slot: number): number {
+    return this.inFlight[slot]! + (this.queues[slot]?.length ?? 0)
+  }
+
   stats(): PublisherStats {
     const { queuedOnline: _, ...t } = this.totals
     return { ...t, pubackLatency: this.latency.snapshot() }
@@ -311,7 +318,9 @@ export class Publisher {
       if (err) t.publishErrors++
       else {
         t.published++
-        this.latency.recordMs(this.preciseNow() - sentAt)
+        const ms = this.preciseNow() - sentAt
+        this.latency.recordMs(ms)
+        this.opts.onLatency?.(ms)
       }
       this.pump(slot)
       this.checkIdle()

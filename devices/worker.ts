@@ -70,6 +70,10 @@ port.on(async (m) => {
   } else if (m.type === 'snapshot?') {
     if (!fleet) return
     port.send({ type: 'snapshot', reqId: m.reqId, snapshot: await fleet.snapshot(m.opts) })
+  } else if (m.type === 'acked?') {
+    port.send({ type: 'acked', acked: fleet ? [...(await fleet.acknowledged())] : [] })
+  } else if (m.type === 'release') {
+    fleet?.release()
   } else if (m.type === 'abort') {
     abort.abort()
   } else if (m.type === 'stop') {

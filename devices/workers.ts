@@ -19,6 +19,7 @@ export type WorkerMessage =
   | { type: 'failed'; message: string; code: string; stats: FleetStats }
   | { type: 'stats'; stats: FleetStats }
   | { type: 'done'; stats: FleetStats; sent: Array<[string, number]> }
+  | { type: 'acked'; acked: Array<[string, number]> }
   | { type: 'error'; message: string; code?: string }
   | { type: 'storm'; reqId: number; result: StormResult }
   | { type: 'snapshot'; reqId: number; snapshot: FleetSnapshot }
@@ -27,6 +28,8 @@ export type WorkerMessage =
 export type ParentMessage =
   | { type: 'start'; opts: FleetOptions }
   | { type: 'stats?' }
+  | { type: 'acked?' }
+  | { type: 'release' }
   | { type: 'abort' }
   | { type: 'stop' }
   | { type: 'control'; control: WorkerControl }
@@ -105,6 +108,8 @@ interface Child {
   failed: boolean
   /** Answers awaited from it, by request id (storms, snapshots); settled empty if it exits. */
   pending: Map<number, (m: WorkerMessage | undefined) => void>
+  /** Callers of acknowledged() waiting for this worker's answer, in order. */
+  ackedWaiters: Array<(acked: Array<[string, number]>) => void>
 }
 
 /**
@@ -146,7 +151,8 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
   let isFailed = false
   for (let k = 0; k < n; k++) {
     const childShard = { index: shard.index + k * shard.count, count: n * shard.count }
-    const { signal: _s, clock: _c, ...plain } = opts
+    // Functions and the clock stay here: they do not cross to a worker.
+    const { signal: _s, clock: _c, onPubackLatency: _l, ...plain } = opts
     const childOpts: FleetOptions = { ...plain, shard: childShard, workers: 1, transport: { kind: 'tcp' } }
     const devices = localDeviceCount(childOpts)
     if (opts.count) childOpts.count = Math.round((opts.count * devices) / total)
@@ -171,6 +177,7 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
       ended: new Promise<void>((r) => (onFinished = r)),
       failed: false,
       pending: new Map(),
+      ackedWaiters: [],
     }
     channel.onMessage((m) => {
       if (m.type === 'started') onStarted()
@@ -186,7 +193,8 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
         child.stats = m.stats
         child.sent = new Map(m.sent)
         onDone()
-      } else if (m.type === 'error') onStartFailed(new FleetsimError(m.code ?? 'FLEETSIM_WORKER', m.message))
+      } else if (m.type === 'acked') child.ackedWaiters.shift()?.(m.acked)
+      else if (m.type === 'error') onStartFailed(new FleetsimError(m.code ?? 'FLEETSIM_WORKER', m.message))
       else if (m.type === 'storm' || m.type === 'snapshot') {
         child.pending.get(m.reqId)?.(m)
         child.pending.delete(m.reqId)
@@ -204,6 +212,8 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
       onDone()
       for (const settle of child.pending.values()) settle(undefined)
       child.pending.clear()
+      // A worker gone answers no more: what it made is in `sent` (empty if it never got that far).
+      for (const w of child.ackedWaiters.splice(0)) w([...child.sent])
     })
     channel.send({ type: 'start', opts: childOpts })
     children.push(child)
@@ -363,6 +373,21 @@ export async function startWorkerFleet(opts: FleetOptions, n: number, kind: Work
       const all = new Map<string, number>()
       for (const c of children) for (const [id, seq] of c.sent) all.set(id, seq)
       return all
+    },
+    async acknowledged() {
+      const parts = await Promise.all(
+        children.map(
+          (c) =>
+            new Promise<Array<[string, number]>>((resolve) => {
+              c.ackedWaiters.push(resolve)
+              c.channel.send({ type: 'acked?' })
+            }),
+        ),
+      )
+      return new Map(parts.flat())
+    },
+    release() {
+      for (const c of children) c.channel.send({ type: 'release' })
     },
     finished,
     allConnected,

@@ -313,6 +313,6 @@ describe('checkIssueTargets', () => {
   })
 
   it('lists every issue that sets a bench target', () => {
-    expect(new Set(ISSUE_TARGETS.map((x) => x.issue))).toEqual(new Set([3, 4, 5, 7, 11]))
+    expect(new Set(ISSUE_TARGETS.map((x) => x.issue))).toEqual(new Set([3, 4, 5, 7, 11, 12]))
   })
 })

@@ -36,6 +36,11 @@ export const ISSUE_TARGETS: IssueTarget[] = [
     target:
       'fleet → aedes → bridge → local Firehose → disk at QoS 1 (fleetsim run) with zero loss read back: ≥ 0.8× the aedes QoS 1 publishers → subscriber ceiling measured in the same run, with the per-stage CPU split beside it',
   },
+  {
+    issue: 12,
+    suite: 'coordinator',
+    target: 'merged runs of 3 shards add at most 2 % CPU over the same shards run alone',
+  },
 ]
 
 export type IssueTargetStatus = 'met' | 'not met' | 'skipped' | 'not measured'

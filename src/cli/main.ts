@@ -6,6 +6,7 @@ import * as bridge from './commands/bridge.ts'
 import * as broker from './commands/broker.ts'
 import * as cmd from './commands/cmd.ts'
 import * as certs from './commands/certs.ts'
+import * as coordinator from './commands/coordinator.ts'
 import * as devices from './commands/devices.ts'
 import * as firehose from './commands/firehose.ts'
 import * as k8s from './commands/k8s.ts'
@@ -29,6 +30,7 @@ export function buildCli(argv: string[]): Argv {
     .command(certs)
     .command(firehose)
     .command(verify)
+    .command(coordinator)
     .command(k8s)
     .command(record)
     .command(replay)

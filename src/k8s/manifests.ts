@@ -19,6 +19,9 @@ import { heapMiB, type Sizing, sizeBridge, sizeCoordinator, sizeShard } from './
 /** One Kubernetes object of the run, as written into the manifests. */
 export type K8sObject = IConfigMap | IService | IPodDisruptionBudget | IJob | IDeployment
 
+/** Firehose's default buffering size (BufferingHints.SizeInMBs), the largest object it writes by default. */
+const DEFAULT_OBJECT_MIB = 5
+
 /** The coordinator's HTTP port, for shards and metrics (the coordinator's own default for --port). */
 export const COORDINATOR_PORT = 7400
 
@@ -103,6 +106,8 @@ export interface DistributedRunPlan {
   ratePerSecond: number
   /** Records the coordinator will read back and match (0 without verification). */
   expectedRecords: number
+  /** Largest delivered object the coordinator reads at once, MiB (the stream's buffering size; default 5). */
+  verifyObjectMiB?: number
   /** Bound on each Job's run time (activeDeadlineSeconds). */
   activeDeadlineS: number
   /** Coordinator `--report` arguments (s3:// URLs, or paths under the report volume). */
@@ -145,7 +150,12 @@ export function buildManifests(plan: DistributedRunPlan): DistributedRunManifest
   const meta = (name: string, component: string) => objectMeta(plan, name, component)
 
   const shardSizing = sizeShard({ devices: plan.shardDevices, ratePerSecond: plan.ratePerSecond })
-  const coordinatorSizing = sizeCoordinator({ expectedRecords: plan.expectedRecords })
+  const coordinatorSizing = sizeCoordinator({
+    expectedRecords: plan.expectedRecords,
+    devices: plan.totalDevices,
+    shards: plan.shards,
+    objectMiB: plan.verifyObjectMiB ?? DEFAULT_OBJECT_MIB,
+  })
   const bridgeSizing = plan.bridge
     ? sizeBridge({
         messagesPerSecond: plan.bridge.fleetMessagesPerSecond / plan.bridge.replicas,

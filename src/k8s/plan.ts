@@ -230,6 +230,7 @@ export function planDistributedRun(input: PlanInput): PlannedRun {
     totalDevices: total,
     ratePerSecond: config.fleet.ratePerSecond,
     expectedRecords,
+    verifyObjectMiB: config.firehose.bufferSizeMB,
     activeDeadlineS,
     reports,
     ...(namespace ? { namespace } : {}),

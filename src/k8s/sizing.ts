@@ -49,18 +49,39 @@ export const CPU_BURST_MILLI = 1000
 export const MEMORY_LIMIT_FACTOR = 2
 
 /**
- * Verification memory per record read back: the verifier keeps every (deviceId, seq) in a Map per
- * device (src/verify/read.ts); 38.5 B RSS measured at 1,000 devices × 1,000 seqs (2026-11-29), and a
- * Map's table doubles as it grows, so up to about twice that just after a doubling.
+ * Verification memory per record the coordinator expects: 3 bits (found, found again, out of order)
+ * in bitmaps sized before the first read (src/coordinator/tally.ts); 1,000,000 devices × 600 records
+ * measured 229.8 MiB in all, 0.402 B per record (test/coordinator-units.test.ts, 2026-11-29).
  */
-export const VERIFY_BYTES_PER_RECORD = 64
+export const VERIFY_BYTES_PER_RECORD = 3 / 8
 
 /**
- * CPU of the coordinator: not measured yet (it is being built). Merging one report per shard per
- * second is light; verification at the end parses every delivered record on one thread, which the
- * burst ({@link CPU_BURST_MILLI}) covers.
+ * Verification memory per device: the tally's bit offset, expected and highest seq (16 B), and the
+ * coordinator's acknowledged and final seqs of each device (4 B each), with room to spare.
+ */
+export const VERIFY_BYTES_PER_DEVICE = 32
+
+/**
+ * Verification reads one object at a time, whole: its bytes, the text decoded from them and, for a
+ * GZIP object, the bytes inflated. Three times the largest object (the stream's buffering size,
+ * `firehose.bufferSizeMB`, 5 MiB by default as on AWS) bounds it.
+ */
+export const VERIFY_OBJECT_COPIES = 3
+
+/**
+ * CPU of the coordinator besides its shards' reports: verification at the end parses every delivered
+ * record on one thread (3.7–6 µs per record here, bench coordinator), which the burst
+ * ({@link CPU_BURST_MILLI}) covers.
  */
 export const COORDINATOR_CPU_MILLI = 500
+
+/**
+ * CPU per shard: the coordinator takes one report a second from each (HTTP, JSON, its seqs, the merge
+ * of its counters; the live view's latency merge every 5 s): 2.3–3.3 ms of CPU per report measured by
+ * the coordinator bench on a 2-core machine at load average 17–25 (2026-11-29), so 3 millicores per
+ * shard; less on a quiet node.
+ */
+export const COORDINATOR_CPU_MILLI_PER_SHARD = 3
 
 /** Requests round up to these steps, so that small changes of a fleet do not change the manifests. */
 export const MEMORY_STEP_MIB = 64
@@ -119,16 +140,33 @@ export function sizeShard(shard: { devices: number; ratePerSecond: number }): Si
 }
 
 /**
- * The coordinator: a base process plus, when it verifies, every record it reads back.
+ * The coordinator: a base process plus, when it verifies, its tally of the expected records, its
+ * per-device seqs and one object being read; CPU for the verification and one report a second per shard.
  *
- * @example sizeCoordinator({ expectedRecords: 1_200_000 }).resources.requests.memory // '256Mi'
+ * @example sizeCoordinator({ expectedRecords: 12_000_000, devices: 10_000, shards: 20, objectMiB: 5 }).resources.requests // { cpu: '600m', memory: '256Mi' }
  */
-export function sizeCoordinator(run: { expectedRecords: number }): Sizing {
-  const memoryMiB = PROCESS_BASE_MEMORY_MIB + (run.expectedRecords * VERIFY_BYTES_PER_RECORD) / 2 ** 20
+export function sizeCoordinator(run: {
+  expectedRecords: number
+  devices: number
+  shards: number
+  objectMiB: number
+}): Sizing {
+  const verifies = run.expectedRecords > 0
+  const memoryMiB =
+    PROCESS_BASE_MEMORY_MIB +
+    (verifies
+      ? (run.expectedRecords * VERIFY_BYTES_PER_RECORD + run.devices * VERIFY_BYTES_PER_DEVICE) / 2 ** 20 +
+        VERIFY_OBJECT_COPIES * run.objectMiB
+      : 0)
+  const cpuMilli = COORDINATOR_CPU_MILLI + run.shards * COORDINATOR_CPU_MILLI_PER_SHARD
   return sized(
-    COORDINATOR_CPU_MILLI,
+    cpuMilli,
     memoryMiB,
-    `memory ${PROCESS_BASE_MEMORY_MIB} MiB + ${fmt(run.expectedRecords)} records to verify × ${VERIFY_BYTES_PER_RECORD} B; CPU ${COORDINATOR_CPU_MILLI}m (not measured yet)`,
+    `memory ${PROCESS_BASE_MEMORY_MIB} MiB` +
+      (verifies
+        ? ` + ${fmt(run.expectedRecords)} records to verify × ${VERIFY_BYTES_PER_RECORD} B + ${fmt(run.devices)} devices × ${VERIFY_BYTES_PER_DEVICE} B + ${VERIFY_OBJECT_COPIES} × ${run.objectMiB} MiB object`
+        : '') +
+      `; CPU ${COORDINATOR_CPU_MILLI}m + ${fmt(run.shards)} shards × ${COORDINATOR_CPU_MILLI_PER_SHARD}m`,
   )
 }
 

@@ -33,9 +33,22 @@ export function renderHtmlReport(r: RunReport): string {
       `${fmt(s.published)}${s.publishErrors ? ` (${fmt(s.publishErrors)} publish errors)` : ''}`,
     ],
     ['publish rate', `${fmt(s.publishRate, 1)} msg/s over ${fmt(r.publishDurationS, 1)} s`],
-    ['relayed by the bridge', fmt(s.relayedByBridge)],
-    ['accepted by Firehose', s.acceptedByFirehose === null ? 'n/a (real AWS)' : fmt(s.acceptedByFirehose)],
-    ['objects written', s.objectsWritten === null ? 'n/a (real AWS)' : fmt(s.objectsWritten)],
+    [
+      'relayed by the bridge',
+      s.relayedByBridge === null ? 'n/a (no bridge in this run)' : fmt(s.relayedByBridge),
+    ],
+    [
+      'accepted by Firehose',
+      s.acceptedByFirehose === null
+        ? `n/a (${r.distributed ? 'no Firehose in this run' : 'real AWS'})`
+        : fmt(s.acceptedByFirehose),
+    ],
+    [
+      'objects written',
+      s.objectsWritten === null
+        ? `n/a (${r.distributed ? 'no Firehose in this run' : 'real AWS'})`
+        : fmt(s.objectsWritten),
+    ],
     ['errors', fmt(s.errors)],
   ]
   if (v) {
@@ -58,7 +71,7 @@ export function renderHtmlReport(r: RunReport): string {
         ...v.outOfOrderRanges.map((x) => `out of order ${x}`),
       ]
     : []
-  const title = `fleetsim run ${r.scenario.name ?? r.runId}`
+  const title = `fleetsim ${r.distributed ? 'coordinator' : 'run'} ${r.scenario.name ?? r.runId}`
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -66,7 +79,8 @@ export function renderHtmlReport(r: RunReport): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)}</title>
 <style>
-${REPORT_CSS}</style>
+${REPORT_CSS}  #shards th, #shards td { width: auto; white-space: nowrap; }
+</style>
 </head>
 <body>
 <h1>${esc(title)}</h1>
@@ -76,6 +90,7 @@ ${REPORT_CSS}</style>
 <table id="summary">${rows.map(([k, val]) => `<tr><th>${esc(k)}</th><td class="num">${esc(val)}</td></tr>`).join('')}</table>
 <h2>Thresholds</h2>
 <table id="thresholds">${r.thresholds.length ? r.thresholds.map((t) => `<tr><th>${esc(t.name)} ${esc(String(t.limit))}</th><td>${t.ok ? '✔' : '✘'} ${esc(t.message)}</td></tr>`).join('') : '<tr><td>none set</td></tr>'}</table>
+${r.distributed ? distributed(r.distributed) : ''}
 ${ranges.length ? `<h2>Ranges</h2><ul class="ranges">${ranges.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : ''}
 <h2>Rates over the run (messages/s)</h2>
 ${chart('rates', r.series, [
@@ -101,6 +116,24 @@ ${chart('state', r.series, [
 </body>
 </html>
 `
+}
+
+/** The shards of a coordinated run: their attempts, clocks and figures, and how latency was measured. */
+function distributed(d: NonNullable<RunReport['distributed']>): string {
+  const rows = d.shards.flatMap((sh) =>
+    sh.attempts.length === 0
+      ? [`<tr><td>${sh.index}</td><td colspan="6">never registered</td></tr>`]
+      : sh.attempts.map(
+          (a, i) =>
+            `<tr><td>${sh.index}${sh.attempts.length > 1 ? ` (attempt ${i + 1})` : ''}</td><td>${esc(a.host)}${a.address ? ` (${esc(a.address)})` : ''} pid ${a.pid}</td><td>${esc(a.state)}</td>` +
+            `<td class="num">${a.clock.offsetMs >= 0 ? '+' : ''}${fmt(a.clock.offsetMs, 1)} ms ± ${a.clock.errorMs === null ? '?' : fmt(a.clock.errorMs, 1)} ms</td>` +
+            `<td class="num">${fmt(a.published)}</td><td class="num">${fmt(a.reports)}</td><td>${esc(a.error ?? '')}</td></tr>`,
+        ),
+  )
+  return `<h2>Shards</h2>
+<p class="sub">${fmt(d.coordinator.shards)} shards under the coordinator at <code>${esc(d.coordinator.url)}</code>${d.startAt ? `, started together at ${esc(d.startAt)}` : ''}. ${esc(d.latency.method)}</p>
+<table id="shards"><tr><th>shard</th><th>host</th><th>state</th><th>clock offset</th><th>published</th><th>reports</th><th>error</th></tr>${rows.join('')}</table>
+<table id="merged-latency"><tr><th>publish → PUBACK, every shard merged</th><td>${latency(d.latency.pubackMs)}</td></tr><tr><th>connect, every shard merged</th><td>${latency(d.latency.connectMs)}</td></tr></table>`
 }
 
 /** One line of a chart: which field of the series, and how it is shown. */

@@ -22,10 +22,10 @@ export interface RunReport {
   endedAt: string
   /** Seconds the devices published. */
   publishDurationS: number
-  /** How the run ended: the duration elapsed, or an interrupt. */
-  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread'
-  /** How the parts were spread over threads, and each thread's busy CPU seconds. */
-  engine: {
+  /** How the run ended: the duration elapsed, or an interrupt; `shard`: a coordinated run stopped by a shard that failed or did not come back. */
+  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread' | 'shard'
+  /** How the parts were spread over threads, and each thread's busy CPU seconds (absent in a coordinated run). */
+  engine?: {
     layout: 'single' | 'split' | 'edge'
     transport: 'memory' | 'tcp'
     describe: string
@@ -39,7 +39,7 @@ export interface RunReport {
     }>
   }
   /** Offered against achieved load, which stage saturated first, and the backlog each second. */
-  load: {
+  load?: {
     pacing: 'closed' | 'open'
     offered: number
     achieved: number
@@ -61,7 +61,8 @@ export interface RunReport {
     publishErrors: number
     /** Published messages / publishing seconds. */
     publishRate: number
-    relayedByBridge: number
+    /** null: the run had no bridge of its own (a coordinated run, `fleetsim coordinator`). */
+    relayedByBridge: number | null
     acceptedByFirehose: number | null
     objectsWritten: number | null
     errors: number
@@ -75,6 +76,49 @@ export interface RunReport {
   series: Sample[]
   /** The last stats() snapshot of each component. */
   stats: Record<string, Record<string, number>>
+  /** A run spread over shards under `fleetsim coordinator`: the shards, their clocks, merged latencies. */
+  distributed?: DistributedReport
+}
+
+/** What a coordinated run adds to the report (see README "Distributed runs on Kubernetes"). */
+export interface DistributedReport {
+  coordinator: { url: string; shards: number; shardDeadlineMs: number }
+  /** The common start and end time (coordinator's clock), null when the run never started. */
+  startAt: string | null
+  endAt: string | null
+  shards: Array<{
+    index: number
+    devices: number
+    state: string
+    attempts: Array<{
+      attempt: string
+      host: string
+      /** The address its requests came from, as the coordinator saw it. */
+      address: string
+      pid: number
+      registeredAt: string
+      state: string
+      /** Reports applied, and the number of the last one. */
+      reports: number
+      lastReport: number
+      published: number
+      produced: number
+      /** Coordinator − shard clock, ms, with its bound (null: not measured). */
+      clock: { offsetMs: number; rttMs: number; errorMs: number | null }
+      error?: string
+    }>
+  }>
+  latency: {
+    /** Publish → PUBACK over every shard, merged exactly from their HDR histograms. */
+    pubackMs: LatencySummary | null
+    connectMs: LatencySummary | null
+    /** How each latency was measured, and how far the shards' clocks may be off. */
+    method: string
+    /** Largest bound on a shard's clock offset, ms. */
+    clockErrorMs: number | null
+  }
+  /** Memory of the verification's tally of (deviceId, seq) pairs. */
+  verificationMemory: { bytes: number; bytesPerRecord: number } | null
 }
 
 /**
@@ -83,9 +127,17 @@ export interface RunReport {
  * @example await writeReport(report, 'run.html')
  */
 export async function writeReport(report: RunReport, path: string): Promise<void> {
-  // Secrets (the MQTT password, keys) never reach a report, by key or by value.
-  const safe = redactSecrets(report)
   await mkdir(dirname(path), { recursive: true })
-  const body = path.endsWith('.json') ? `${JSON.stringify(safe, null, 2)}\n` : renderHtmlReport(safe)
-  await writeAtomic(path, body)
+  await writeAtomic(path, renderReport(report, path))
+}
+
+/**
+ * The report as the text of a file named `path`: JSON for `.json`, else one HTML page. Secrets (the
+ * MQTT password, keys) never reach a report, by key or by value.
+ *
+ * @example await s3.send(new PutObjectCommand({ Bucket, Key, Body: renderReport(report, Key) }))
+ */
+export function renderReport(report: RunReport, path: string): string {
+  const safe = redactSecrets(report)
+  return path.endsWith('.json') ? `${JSON.stringify(safe, null, 2)}\n` : renderHtmlReport(safe)
 }

@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -39,11 +40,13 @@ import {
 } from '../../report/devices-report.ts'
 import { writeAtomic } from '../../runtime/atomic.ts'
 import { describeFsError } from '../../runtime/lock.ts'
+import { COORDINATOR_TIMEOUT_MS, runShard } from '../../coordinator/shard.ts'
+import { shardFleetOptions } from '../../coordinator/spec.ts'
 import { parseDurationMs, parseRatePerSecond } from '../../units.ts'
 import { checkFleetThresholds, type ThresholdCheck } from '../../verify/thresholds.ts'
 import type { RunManifest } from '../../verify/verify.ts'
 import { formatErrors } from '../progress.ts'
-import { fleetArgs, fleetOptions, n, onceInterrupted, print } from '../shared.ts'
+import { fleetArgs, fleetOptions, n, onceInterrupted, print, printErr } from '../shared.ts'
 
 export const command = 'devices'
 export const describe =
@@ -194,12 +197,39 @@ export const builder = (y: Argv) =>
       '$0 devices --devices sensor:50 --rate 1/m --backfill --from 2026-01-01 --to 2026-01-02 --manifest day.json',
       'a past day of 50 sensors, as fast as the broker takes it',
     )
+    .option('coordinator', {
+      type: 'string',
+      describe:
+        'Run as a shard of `fleetsim coordinator` at this URL (e.g. http://coordinator:7400): the fleet, broker and timing come from it',
+      group: 'Shard of a coordinated run:',
+    })
+    .option('shard-index', {
+      type: 'number',
+      describe: 'With --coordinator: this shard’s index, 0 to shards-1 [default: $JOB_COMPLETION_INDEX]',
+      group: 'Shard of a coordinated run:',
+    })
+    .option('coordinator-timeout', {
+      type: 'string',
+      default: `${COORDINATOR_TIMEOUT_MS / 60_000}m`,
+      describe: 'With --coordinator: how long to keep trying to reach the coordinator before giving up',
+      group: 'Shard of a coordinated run:',
+    })
+    // Test hook: every publish → PUBACK latency this shard records, written next to the report that
+    // carried it, so that a test can check merged percentiles against the raw values.
+    .option('dump-samples', { type: 'string', hidden: true })
 
 type Args = ArgumentsCamelCase<Awaited<ReturnType<typeof builder>['argv']>> & Record<string, unknown>
 
 const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 
 export async function handler(args: Args): Promise<void> {
+  if (args.coordinator !== undefined) return runAsShard(args)
+  if (args.shardIndex !== undefined) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_SHARD',
+      '--shard-index needs --coordinator URL; to run a slice of the fleet on its own, use --shard i/n',
+    )
+  }
   // Resolve and check every value before anything connects.
   const file = args.scenario ? await loadScenarioFile(String(args.scenario)) : undefined
   const cfg = resolveRunConfig({ file, knownModels: Object.keys(MODELS) })
@@ -881,6 +911,100 @@ function phaseSummary(p: PhaseReport): string {
   }
   if (p.interrupted) parts.push('interrupted')
   return parts.join(' · ')
+}
+
+/** Flags whose value comes from the coordinator's scenario when running as a shard. */
+const FROM_COORDINATOR = ['broker', ...Object.keys(fleetOptions), ...Object.keys(FROM_SCENARIO)] as const
+
+/** `fleetsim devices --coordinator URL [--shard-index I]`: one shard of a coordinated run. */
+async function runAsShard(args: Args): Promise<void> {
+  const url = String(args.coordinator)
+  let parsed: URL | undefined
+  try {
+    parsed = new URL(url)
+  } catch {}
+  if (!parsed || !/^https?:$/.test(parsed.protocol)) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_URL',
+      `--coordinator '${url}' is not an http:// URL; give the coordinator's, e.g. --coordinator http://coordinator:7400`,
+    )
+  }
+  // Everything the fleet does comes from the coordinator: a fleet flag given here would be ignored.
+  const defaults: Record<string, unknown> = { broker: DEFAULT_BROKER }
+  for (const flag of FROM_COORDINATOR) defaults[flag] ??= defaultOf(flag)
+  for (const flag of new Set(FROM_COORDINATOR)) {
+    const key = flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+    const value = (args as Record<string, unknown>)[key]
+    if (value !== undefined && JSON.stringify(value) !== JSON.stringify(defaults[flag])) {
+      throw new ConfigError(
+        'FLEETSIM_SHARD_FLAG',
+        `--${flag} is set by the coordinator's scenario when running with --coordinator; leave it out (or change the scenario)`,
+      )
+    }
+  }
+  const indexText =
+    args.shardIndex !== undefined ? String(args.shardIndex) : process.env['JOB_COMPLETION_INDEX']
+  const where = args.shardIndex !== undefined ? '--shard-index' : 'JOB_COMPLETION_INDEX'
+  if (indexText === undefined || indexText === '') {
+    throw new ConfigError(
+      'FLEETSIM_NO_SHARD_INDEX',
+      `--coordinator needs this shard's index: give --shard-index 0 to shards-1 (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX instead)`,
+    )
+  }
+  const index = Number(indexText)
+  if (!/^\d+$/.test(indexText.trim()) || !Number.isSafeInteger(index)) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_SHARD',
+      `${where} '${indexText}' must be a whole number from 0, e.g. 2`,
+    )
+  }
+  const timeoutMs = parseDurationMs(String(args.coordinatorTimeout), '--coordinator-timeout')
+  const dump = args.dumpSamples
+  const samples: number[] = []
+
+  const interrupted = onceInterrupted()
+  const abort = new AbortController()
+  void interrupted.promise.then((signal) => abort.abort(signal))
+  try {
+    const outcome = await runShard({
+      url,
+      index,
+      timeoutMs,
+      signal: abort.signal,
+      startFleet,
+      fleetOptions: (spec, shard, count) => ({
+        ...shardFleetOptions(spec, shard, count),
+        ...(dump ? { onPubackLatency: (ms: number) => void samples.push(ms) } : {}),
+      }),
+      log: print,
+      ...(dump
+        ? {
+            onReport: (attempt: string, report: number, stats: FleetStats) => {
+              const line = { attempt, report, published: stats.published, samples: samples.splice(0) }
+              appendFileSync(dump, `${JSON.stringify(line)}\n`)
+            },
+          }
+        : {}),
+    })
+    if (outcome.kind === 'ended') {
+      print(`shard ${index}: the coordinator ended the run (${outcome.reason})`)
+    } else if (outcome.kind === 'interrupted') {
+      printErr(
+        `fleetsim: shard ${index} stopped by ${outcome.signal} before the run ended; started again with the same index, it continues after its last reported seqs`,
+      )
+      process.exitCode = 1
+    } else if (outcome.kind === 'unreachable') {
+      printErr(`fleetsim: ${outcome.message}`)
+      process.exitCode = 1
+    } else {
+      // Bad input (exit 2, no retry helps) or a failure a retry may fix (exit 1).
+      if (outcome.error instanceof ConfigError) throw outcome.error
+      printErr(`fleetsim: shard ${index}: ${outcome.error.message}`)
+      process.exitCode = 1
+    }
+  } finally {
+    interrupted.dispose()
+  }
 }
 
 /** Connection errors by cause, plus failed publishes. */
