@@ -135,6 +135,11 @@ export class Connector {
     return NAMES[this.state[slot]!]!
   }
 
+  /** Devices that connected at least once (stats() without building a snapshot). */
+  get everConnected(): number {
+    return this.counts.everConnected
+  }
+
   isConnected(slot: number): boolean {
     return this.state[slot] === CONNECTED
   }

@@ -88,6 +88,12 @@ export const FLEET_DEFAULTS = {
    */
   connectGraceMs: 30_000,
   keepaliveS: 60,
+  /**
+   * The keepalive timers of all devices tick on one grid (devices/interval-wheel.ts): at most this
+   * often, and at least 8 times per ping interval (MQTT.js pings after keepalive/2 twice idle), so a
+   * 60 s keepalive pings after 60 s ± 1 s, and a 1 s keepalive after 1 s ± 63 ms.
+   */
+  keepaliveTickMs: 1_000,
   topicTemplate: 'fleet/{model}/{deviceId}/telemetry',
   clientIdTemplate: 'fleetsim-{deviceId}',
   /** Ramp-up releases devices in batches at most this often (100,000 over 60 s is one per 0.6 ms). */

@@ -14,14 +14,27 @@
  * - A CONNACK refusal is an error with a numeric `code` (the return or reason code), emitted before
  *   the stream closes.
  * - MQTT.js's own CONNACK timer is set past the connector's attempt deadline, so ours decides.
+ * - `timerVariant` takes any `{ set, clear }` with setInterval semantics: the fleet gives every
+ *   client the same IntervalWheel (devices/interval-wheel.ts), one timer for all keepalives instead
+ *   of a setInterval per client that MQTT.js replaces on every packet sent or acknowledged.
+ * - `outgoingStore` and `incomingStore` take any Store (put, get, del, close, createStream); a
+ *   store given in the options is kept across reconnects, and `close()` only empties it. MQTT.js
+ *   reads `createStream()` on every CONNACK (to resend what a resumed session holds) through
+ *   `on('error')`, `on('end')`, `read(1)`, `once('readable')` and `destroy()`, and emits 'connect'
+ *   at its 'end'. LightStore allocates its map only when a first message is stored, and answers
+ *   createStream() of an empty store with a stream that just ends, rather than the object-mode
+ *   Readable (and its setTimeout on destroy) MQTT.js's own Store makes at every connect.
  */
 import { connect as netConnect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
-import { type IClientOptions, type IClientPublishOptions, MqttClient } from 'mqtt'
-import { type Clock, systemClock } from '../src/runtime/clock.ts'
+import { EventEmitter } from 'node:events'
+import { Readable } from 'node:stream'
+import { type IClientOptions, type IClientPublishOptions, type IStore, MqttClient, type Packet } from 'mqtt'
 import { createWebSocketStream, WebSocket } from 'ws'
+import { type Clock, systemClock } from '../src/runtime/clock.ts'
 import { CAUSES, type Cause, connackCause, socketCause } from './causes.ts'
+import type { MqttTimer } from './interval-wheel.ts'
 import { duplexPair } from './memory-stream.ts'
 
 /** How devices reach the broker. */
@@ -33,6 +46,11 @@ export type FleetTransport =
    * device's stream (e.g. `(s) => aedes.handle(s)`). No file descriptors, no ports.
    */
   | { kind: 'memory'; handle: (stream: Duplex) => void }
+  /**
+   * A stream per device from a channel to a broker in another thread or process (src/runtime/channel.ts:
+   * `open: () => end.open()`). No file descriptors, no ports; the broker gets a core of its own.
+   */
+  | { kind: 'channel'; open: () => Duplex }
 
 export interface FleetTls {
   /** PEM contents (not paths): the CA to trust, and for mutual TLS the client certificate and key. */
@@ -57,6 +75,8 @@ export interface LinkSettings {
   password?: string
   /** Publish `online` (retained) to the device's status topic on connect, `offline` as its will and on close. */
   status: boolean
+  /** One keepalive timer for all links (an IntervalWheel's `timer`); default: MQTT.js's setInterval per client. */
+  keepaliveTimer?: MqttTimer
 }
 
 export interface LinkEvents {
@@ -111,6 +131,11 @@ export class MqttLink {
       log: noop,
       // MQTT.js queues QoS 0 without bound while offline; the publisher decides instead.
       queueQoSZero: false,
+      outgoingStore: new LightStore(),
+      incomingStore: new LightStore(),
+      ...(s.keepaliveTimer
+        ? { timerVariant: s.keepaliveTimer as unknown as IClientOptions['timerVariant'] }
+        : {}),
       ...(s.username !== undefined ? { username: s.username } : {}),
       ...(s.password !== undefined ? { password: s.password } : {}),
       ...(s.status && this.statusTopic
@@ -255,6 +280,70 @@ export function kickSession(
   })
 }
 
+/**
+ * MQTT.js's Store (messages sent and not yet acknowledged, or received at QoS 2 and not yet
+ * released) with its map made only when a first message is stored: a device that never receives
+ * holds one small object for its incoming store instead of a Store, its options and an empty Map.
+ * See the module comment for what MQTT.js expects of it.
+ */
+export class LightStore implements IStore {
+  private packets: Map<number, Packet> | undefined
+
+  put(packet: Packet, cb: (err?: Error) => void): this {
+    this.packets ??= new Map()
+    this.packets.set(packet.messageId!, packet)
+    cb?.()
+    return this
+  }
+
+  get(packet: Pick<Packet, 'messageId'>, cb: (err?: Error, packet?: Packet) => void): this {
+    const p = this.packets?.get(packet.messageId!)
+    if (p) cb(undefined, p)
+    else cb?.(new Error('missing packet'))
+    return this
+  }
+
+  del(packet: Pick<Packet, 'messageId'>, cb: (err?: Error, packet?: Packet) => void): this {
+    const p = this.packets?.get(packet.messageId!)
+    if (p) {
+      this.packets!.delete(packet.messageId!)
+      cb(undefined, p)
+    } else cb?.(new Error('missing packet'))
+    return this
+  }
+
+  /** Empties the store: MQTT.js closes it when a client ends, and a store given in the options is reused. */
+  close(cb: (err?: Error) => void): void {
+    this.packets = undefined
+    cb?.()
+  }
+
+  createStream(): ReturnType<IStore['createStream']> {
+    if (!this.packets?.size) return new EndedStream() as unknown as ReturnType<IStore['createStream']>
+    return Readable.from([...this.packets.values()], { objectMode: true }) as unknown as ReturnType<
+      IStore['createStream']
+    >
+  }
+}
+
+/** What createStream() of an empty store gives: nothing to read, then 'end' (which makes MQTT.js emit 'connect'). */
+class EndedStream extends EventEmitter {
+  private ended = false
+
+  read(): null {
+    if (!this.ended) {
+      this.ended = true
+      process.nextTick(() => this.emit('end'))
+    }
+    return null
+  }
+
+  destroy(): this {
+    this.ended = true
+    return this
+  }
+}
+
 /** Where and how to open device streams. */
 export interface StreamTarget {
   transport: FleetTransport
@@ -275,6 +364,7 @@ const MQTT_SUBPROTOCOL = 'mqtt'
  */
 export function streamBuilder(target: StreamTarget, localAddress?: string): () => Duplex {
   const transport = target.transport
+  if (transport.kind === 'channel') return () => transport.open()
   if (transport.kind === 'memory') {
     return () => {
       const [clientEnd, brokerEnd] = duplexPair()

@@ -233,6 +233,72 @@ describe('runBenchmarks', () => {
     expect(report.errors[0]?.message).toMatch(/timed out after 0.1 s/)
   })
 
+  it('reports what a suite measured before it was stopped at its time limit, marked partial, with its target checked', async () => {
+    const json = join(await tempDir(), 'bench.json')
+    const report = await runBenchmarks({
+      quick: true,
+      isolate: false,
+      json,
+      log: () => {},
+      suites: [
+        {
+          name: 'hold',
+          describe: 'measures, then hangs',
+          timeoutMs: { quick: 300, full: 300 },
+          async run(ctx) {
+            const done = row({ figure: 'connect rate', target: { minRatio: 1, source: 'issue 17' } })
+            ctx.partial([done])
+            // Where the long phase is when it is stopped: 92,494 of 100,000 connected.
+            ctx.partial([
+              done,
+              row({
+                figure: 'devices connected, 100,000 held',
+                value: 92_494,
+                unit: 'devices',
+                baseline: undefined,
+                baselineValue: undefined,
+                target: { minValue: 100_000, source: 'issue 17' },
+                note: 'at 95 s of the ramp',
+              }),
+            ])
+            return new Promise<BenchRow[]>(() => {})
+          },
+        },
+        fixedSuite('after', [row({ figure: 'next suite' })]),
+      ],
+    })
+    expect(report.suites.map((x) => x.status)).toEqual(['failed', 'ok'])
+    expect(report.errors[0]?.message).toMatch(/timed out after 0.3 s/)
+    const held = report.results.filter((r) => r.suite === 'hold')
+    expect(held.map((r) => [r.figure, r.partial, r.status])).toEqual([
+      ['connect rate', true, 'met'],
+      ['devices connected, 100,000 held', true, 'not met'],
+    ])
+    expect(held[1]!.note).toMatch(
+      /^partial: the suite failed \(timed out after 0.3 s.*\) after \d+ s; measured before that; at 95 s of the ramp$/,
+    )
+    expect(formatTable(report)).toContain('devices connected, 100,000 held (partial)')
+    const written = JSON.parse(await readFile(json, 'utf8'))
+    expect(written.results.filter((r: { partial?: boolean }) => r.partial)).toHaveLength(2)
+    // A suite that finishes reports its own rows, not the partial ones.
+    const ok = await runBenchmarks({
+      quick: true,
+      isolate: false,
+      log: () => {},
+      suites: [
+        {
+          name: 'fine',
+          describe: 'finishes',
+          async run(ctx) {
+            ctx.partial([row({ figure: 'early' })])
+            return [row({ figure: 'final' })]
+          },
+        },
+      ],
+    })
+    expect(ok.results.map((r) => [r.figure, r.partial])).toEqual([['final', undefined]])
+  })
+
   it('only runs the suites named in `only`', async () => {
     const report = await runBenchmarks({
       quick: true,

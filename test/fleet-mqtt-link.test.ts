@@ -6,7 +6,9 @@ import { createServer, type Server, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes } from 'aedes'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type LinkSettings, MqttLink, streamBuilder } from '../devices/mqtt-link.ts'
+import { IntervalWheel } from '../devices/interval-wheel.ts'
+import { type LinkSettings, LightStore, MqttLink, streamBuilder } from '../devices/mqtt-link.ts'
+import { systemClock } from '../src/runtime/clock.ts'
 import { freePort } from './fleet-helpers.ts'
 import { eventually } from './helpers.ts'
 
@@ -139,5 +141,61 @@ describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
     link.publish('pin/k', 'x', { qos: 1 }, (err) => order.push(`callback: ${err?.message}`))
     await eventually(() => order.length === 3, 10_000)
     expect(order).toEqual(['up', 'down: keepalive timeout', 'callback: Connection closed'])
+  })
+
+  it('keepalive on one IntervalWheel for all links (timerVariant): an idle link pings, and a broker that stops answering is a keepalive timeout', async () => {
+    const wheel = new IntervalWheel(systemClock, 100)
+    const withWheel: LinkSettings = { ...settings, keepaliveS: 1, keepaliveTimer: wheel.timer }
+    const { aedes, build } = await aedesBroker()
+    let pings = 0
+    aedes.on('ping', () => pings++)
+    const idle = recorder()
+    const link = new MqttLink('pin-wheel-ping', undefined, withWheel, build, idle.events)
+    closers.push(() => link.close(true))
+    link.dial()
+    await eventually(() => idle.log.includes('up'))
+    await eventually(() => pings >= 2, 5_000)
+    expect(idle.log).toEqual(['up'])
+    expect(wheel.size).toBe(1)
+
+    const { port } = await muteBroker()
+    const mute = recorder()
+    const tcp = streamBuilder({ transport: { kind: 'tcp' }, host: '127.0.0.1', port, secure: false })
+    const silent = new MqttLink('pin-wheel-timeout', undefined, withWheel, tcp, mute.events)
+    closers.push(() => silent.close(true))
+    silent.dial()
+    await eventually(() => mute.log.length === 2, 10_000)
+    expect(mute.log).toEqual(['up', 'down: keepalive timeout'])
+  })
+})
+
+describe('LightStore (outgoingStore and incomingStore of every link)', () => {
+  it('stores, finds and removes by message id, empties on close, and streams what it holds', async () => {
+    const store = new LightStore()
+    const packet = {
+      cmd: 'publish',
+      messageId: 7,
+      topic: 't',
+      payload: 'x',
+      qos: 1,
+      retain: false,
+      dup: false,
+    } as const
+    store.put(packet, () => {})
+    const found = await new Promise((r) => store.get({ messageId: 7 }, (_e, p) => r(p)))
+    expect(found).toBe(packet)
+    const streamed: unknown[] = []
+    for await (const p of store.createStream() as unknown as AsyncIterable<unknown>) streamed.push(p)
+    expect(streamed).toEqual([packet])
+    const missing = await new Promise<Error | undefined>((r) => store.get({ messageId: 8 }, (e) => r(e)))
+    expect(missing?.message).toBe('missing packet')
+    store.close(() => {})
+    const gone = await new Promise<Error | undefined>((r) => store.del({ messageId: 7 }, (e) => r(e)))
+    expect(gone?.message).toBe('missing packet')
+    // Empty: read() gives nothing, then 'end' (MQTT.js emits 'connect' at it).
+    const empty = store.createStream()
+    const ended = new Promise<void>((r) => empty.on('end', () => r()))
+    expect(empty.read(1)).toBeNull()
+    await ended
   })
 })

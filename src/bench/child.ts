@@ -1,7 +1,9 @@
 /**
  * Runs one registered suite in this process and reports to the parent (run.ts) over IPC:
- * argv = [suite name, JSON of { quick, smoke }]. The parent kills this process group once the
- * rows are in, so a suite that leaves a handle open cannot hold the run up.
+ * argv = [suite name, JSON of { quick, smoke }]. The figures measured so far go to the parent as
+ * they come (`partial`), so that a suite killed at its time limit still reports them. The parent
+ * kills this process group once the rows are in, so a suite that leaves a handle open cannot hold
+ * the run up.
  */
 import type { BenchContext } from './harness.ts'
 import type { ChildMessage } from './run.ts'
@@ -22,6 +24,7 @@ try {
     quick: Boolean(opts.quick || opts.smoke),
     smoke: Boolean(opts.smoke),
     log: (line) => void send({ type: 'log', line }),
+    partial: (rows) => void send({ type: 'partial', rows }),
   }
   const rows = await suite.run(ctx)
   await send({ type: 'rows', rows })

@@ -26,6 +26,13 @@ export interface BenchContext {
   smoke: boolean
   /** Progress for the person watching; not part of the results. */
   log(line: string): void
+  /**
+   * The figures measured so far, for the case the suite is stopped before it returns (its time limit,
+   * a Ctrl-C, a crash): they are then reported, marked partial, instead of nothing. Each call
+   * replaces the previous set; rows the suite returns supersede them. A long measurement (a hold of
+   * 100,000 devices) passes a row of where it is (connected, publishing) as it goes.
+   */
+  partial(rows: BenchRow[]): void
 }
 
 export interface BenchTarget {
@@ -57,6 +64,11 @@ export interface BenchRow {
    * then NaN. A skipped row with a target counts as skipped, never as met. See {@link skippedRow}.
    */
   skipped?: string
+  /**
+   * Set by the harness on a figure the suite had measured when it was stopped (see
+   * BenchContext.partial): its `note` says what stopped it. Its target is checked as usual.
+   */
+  partial?: boolean
 }
 
 export interface BenchSuite {

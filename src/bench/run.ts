@@ -114,7 +114,15 @@ export async function runBenchmarks(opts: BenchRunOptions): Promise<BenchReport>
     log(`bench ${suite.name}: ${suite.describe}`)
     const suiteStarted = Date.now()
     const timeoutMs = (suite.timeoutMs ?? DEFAULT_SUITE_TIMEOUT_MS)[quick ? 'quick' : 'full']
-    const ctx: BenchContext = { quick, smoke, log: (l) => log(`  ${suite.name}: ${l}`) }
+    let partial: BenchRow[] = []
+    const ctx: BenchContext = {
+      quick,
+      smoke,
+      log: (l) => log(`  ${suite.name}: ${l}`),
+      partial: (rows) => {
+        partial = rows
+      },
+    }
     const outcome: SuiteOutcome = { suite: suite.name, status: 'ok', durationS: 0 }
     try {
       const rows = isolate
@@ -129,6 +137,13 @@ export async function runBenchmarks(opts: BenchRunOptions): Promise<BenchReport>
       outcome.message = message
       report.errors.push({ suite: suite.name, message })
       log(`  ${suite.name} failed: ${err instanceof Error && !isolate ? err.stack : message}`)
+      // What it had measured before it stopped is a result too, marked as such.
+      const why = `partial: the suite ${outcome.status === 'interrupted' ? 'was interrupted' : `failed (${message.split('\n')[0]})`} after ${Math.round((Date.now() - suiteStarted) / 1000)} s; measured before that`
+      for (const r of partial) {
+        report.results.push(
+          evaluate(suite.name, { ...r, partial: true, note: r.note ? `${why}; ${r.note}` : why }),
+        )
+      }
     }
     outcome.durationS = Math.round((Date.now() - suiteStarted) / 100) / 10
     report.suites.push(outcome)
@@ -169,6 +184,8 @@ async function runInProcess(suite: BenchSuite, ctx: BenchContext, timeoutMs: num
 export type ChildMessage =
   | { type: 'log'; line: string }
   | { type: 'rows'; rows: BenchRow[] }
+  /** The figures measured so far (BenchContext.partial): reported if the suite does not finish. */
+  | { type: 'partial'; rows: BenchRow[] }
   | { type: 'error'; message: string; stack?: string }
 
 /**
@@ -201,7 +218,8 @@ function runChildProcess(
   tmp: string,
 ): Promise<BenchRow[]> {
   return new Promise((resolve, reject) => {
-    const child = fork(CHILD_ENTRY, [name, JSON.stringify({ quick: ctx.quick, smoke: ctx.smoke })], {
+    const args = JSON.stringify({ quick: ctx.quick, smoke: ctx.smoke })
+    const child = fork(CHILD_ENTRY, [name, args], {
       detached: true,
       env: { ...process.env, TMPDIR: tmp },
       // Structured clone keeps NaN (skipped rows) intact; JSON would turn it into null.
@@ -234,6 +252,7 @@ function runChildProcess(
 
     child.on('message', (m: ChildMessage) => {
       if (m.type === 'log') ctx.log(m.line)
+      else if (m.type === 'partial') ctx.partial(m.rows)
       else if (m.type === 'rows') {
         rows = m.rows
         graceTimer = setTimeout(() => {
@@ -263,7 +282,7 @@ export function formatTable(report: BenchReport): string {
   const header = ['suite', 'figure', 'value', 'unit', 'baseline', 'baseline value', 'ratio', 'target', 'met']
   const rows = report.results.map((r) => [
     r.suite,
-    r.figure,
+    r.partial ? `${r.figure} (partial)` : r.figure,
     r.skipped !== undefined ? '-' : formatNumber(r.value),
     r.unit,
     r.baseline ?? '',

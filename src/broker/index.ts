@@ -220,6 +220,8 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
   const refused = Object.fromEntries(REFUSAL_CAUSES.map((c) => [c, 0])) as Record<RefusalCause, number>
   let connectionsTotal = 0
   const connections = new Set<Connection>()
+  /** Connections whose connect or packet deadline runs (see the sweep). */
+  const watched = new Set<Connection>()
   const mq = createGuardedEmitter({ concurrency: MQ_CONCURRENCY })
   const user = opts.aedes ?? {}
   let aedes: Aedes | undefined
@@ -440,26 +442,36 @@ export async function startBroker(opts: EmbeddedBrokerOptions = {}): Promise<Emb
     if (durable) holdOutput(conn)
     ;(stream as Duplex & { [CONNECTION]?: Connection })[CONNECTION] = conn
     connections.add(conn)
+    // Its CONNECT deadline runs from now: watched until it has connected.
+    watched.add(conn)
     connectionsTotal++
     stream.once('close', () => {
       connections.delete(conn)
       // aedes set `conn.client` when it took the stream.
       const client = (stream as Duplex & { client?: Client }).client
       if (client) access.forget(client)
+      watched.delete(conn)
     })
     guardConnection(stream, conn.boundaries, (refusal) => refuse(conn, refusal), {
       gate,
+      onUnfinished: () => watched.add(conn),
     })
     return aedesHandle(stream, req)
   }
   broker.handle = (stream, req) => accept(stream as Duplex, 'in-memory', req)
 
-  // One timer for every connection's deadlines (limits.ts DEADLINE_SWEEP_MS), not one per connection.
+  // One timer for every connection's deadlines (limits.ts DEADLINE_SWEEP_MS), not one per
+  // connection; and it visits only the connections with a deadline running (not yet connected, or
+  // left inside a packet by their last read), not all of them: 100,000 idle devices cost it nothing.
   let sweepTimer: TimerHandle | undefined
   const sweep = () => {
     const now = clock.now()
-    for (const conn of connections) {
+    for (const conn of watched) {
       const b = conn.boundaries
+      if (conn.refused || (b.connected && !b.midPacket)) {
+        watched.delete(conn)
+        continue
+      }
       if (!b.connected && now - conn.acceptedAt >= o.connectTimeoutMs) {
         refuse(conn, {
           cause: 'connectTimeout',

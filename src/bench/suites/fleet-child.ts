@@ -164,7 +164,9 @@ async function measure(j: ChildJob): Promise<ChildResult> {
 
   const progress = setInterval(() => {
     const s = stats()
-    log(`${j.kind} ${n}: connected ${s.connected}, published ${s.published}`)
+    // The suite reads this line (fleet.ts HOLD_PROGRESS) to report a hold stopped at its time limit.
+    const held = j.kind === 'hold' ? `, publishing ${publishing()}` : ''
+    log(`${j.kind} ${n}: connected ${s.connected}${held}, published ${s.published}`)
   }, 2000)
   await allConnected
   const connectMs = Date.now() - t0
