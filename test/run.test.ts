@@ -15,6 +15,7 @@ afterEach(async () => {
 
 const sample = (tS: number, over: Partial<Sample> = {}): Sample => ({
   tS,
+  phase: null,
   devices: 10,
   connected: 10,
   published: tS * 10,

@@ -65,7 +65,7 @@ const ms = (v: number | null) => (v === null ? '-' : `${n(v)} ms`)
 /** One plain log line. */
 export function line(s: Sample, target: number, causes: Readonly<Record<string, number>> = {}): string {
   return (
-    `[${String(Math.round(s.tS)).padStart(4)}s] devices ${n(s.connected)}/${n(target)} · published ${n(s.published)} (${n(s.publishRate)}/s)` +
+    `[${String(Math.round(s.tS)).padStart(4)}s] ${s.phase ? `${s.phase} · ` : ''}devices ${n(s.connected)}/${n(target)} · published ${n(s.published)} (${n(s.publishRate)}/s)` +
     ` · relayed ${n(s.relayed)} (${n(s.relayRate)}/s) · buffered ${n(s.buffered)} · objects ${n(s.objectsWritten)}` +
     ` · errors ${n(s.errors)}${withCauses(causes)} · latency p50 ${ms(s.acceptP50Ms)} p99 ${ms(s.acceptP99Ms)}`
   )
@@ -83,7 +83,7 @@ function block(s: Sample, target: number, causes: Readonly<Record<string, number
     return `${'█'.repeat(Math.round(f * width))}${'░'.repeat(width - Math.round(f * width))}`
   }
   return [
-    `  elapsed    ${Math.round(s.tS)}s`,
+    `  elapsed    ${Math.round(s.tS)}s${s.phase ? `   phase ${s.phase}` : ''}`,
     `  devices    ${bar(s.connected, target)} ${n(s.connected)}/${n(target)} connected`,
     `  publish    ${n(s.publishRate)}/s   (${n(s.published)} total)`,
     `  relay      ${n(s.relayRate)}/s   (${n(s.relayed)} total)`,

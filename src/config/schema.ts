@@ -265,6 +265,7 @@ export const SCENARIO_SCHEMA = {
       values: PROFILES,
       describe:
         'A named load shape expanded to phases from devices, rate and duration: smoke (5 devices), ramp (10 % → 100 % of the rate, then hold), spike (base, 4× the rate, recovery), steady (warm-up, steady), soak (four equal quarters); not with phases',
+      flag: 'profile',
     },
     phases: {
       type: 'phases',
@@ -277,6 +278,7 @@ export const SCENARIO_SCHEMA = {
       default: 'drop',
       describe:
         'How reconnect-storm phases disconnect devices unless they say: drop (the devices close their connections) or kick (the broker takes their sessions over)',
+      flag: 'storm',
     },
     commands: {
       type: 'boolean',

@@ -243,6 +243,8 @@ export async function coordinateRun(opts: CoordinateOptions): Promise<number> {
   const report: RunReport = {
     format: REPORT_FORMAT,
     runId,
+    // The shards run the fleet; phases are a run's (fleetsim run, fleetsim devices), not merged here.
+    phases: [],
     scenario: {
       name: config.name ?? null,
       path: config.scenarioPath ?? null,

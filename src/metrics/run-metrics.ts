@@ -31,6 +31,12 @@ export interface StatsSources {
 export interface Sample {
   /** Seconds since the run started. */
   tS: number
+  /**
+   * The load phase the sample's interval belonged to (the phase running at the previous sample;
+   * samples are also taken at each phase boundary, so none straddles two phases); null outside
+   * phases and in a run without them.
+   */
+  phase: string | null
   devices: number
   connected: number
   published: number
@@ -66,10 +72,14 @@ export class RunMetrics {
   reportedErrors = 0
   private window = new Histogram()
   private last: Sample | undefined
+  /** The phase at the previous sample: the phase of the interval the next sample closes. */
+  private phaseAtLast: string | null = null
 
   constructor(
     private readonly sources: StatsSources,
     readonly startMs: number,
+    /** `phase()` names the load phase running now, if any. */
+    private readonly opts: { phase?: () => string | undefined } = {},
   ) {}
 
   /**
@@ -99,6 +109,7 @@ export class RunMetrics {
     const h = this.sources.firehose?.()
     const s: Sample = {
       tS: Math.round((nowMs - this.startMs) / 100) / 10,
+      phase: this.phaseAtLast,
       devices: f?.devices ?? 0,
       connected: f?.connected ?? 0,
       published: f?.published ?? 0,
@@ -123,7 +134,11 @@ export class RunMetrics {
     return s
   }
 
-  /** Takes one sample, appends it to the series and starts a new latency window. */
+  /**
+   * Takes one sample, appends it to the series and starts a new latency window. Call it once a
+   * second, and at each phase boundary (with the fleet's counters of that moment) so that every
+   * sample covers one phase.
+   */
   sample(nowMs: number): Sample {
     const s = this.totals(nowMs)
     const prev = this.last
@@ -136,6 +151,7 @@ export class RunMetrics {
     this.window.reset()
     this.series.push(s)
     this.last = s
+    this.phaseAtLast = this.opts.phase?.() ?? null
     return s
   }
 
@@ -152,6 +168,11 @@ export class RunMetrics {
       if (Object.keys(found).length) out[name] = found
     }
     return out
+  }
+
+  /** The phase running now, for Prometheus (`fleetsim_phase{phase}`). */
+  currentPhase(): string | undefined {
+    return this.opts.phase?.()
   }
 
   /** Raw stats of every component, for reports and Prometheus. */

@@ -102,7 +102,8 @@ ${chart(
 `
 }
 
-function phaseRow(p: PhaseEntry): string {
+/** A phase's row in a report's phase table (the devices and the run report). */
+export function phaseRow(p: PhaseEntry): string {
   const rate =
     p.rate.from === p.rate.to ? `${fmt(p.rate.from, 3)}/s` : `${fmt(p.rate.from, 3)} → ${fmt(p.rate.to, 3)}/s`
   const what: string[] = [`${fmt(p.endS - p.startS, 1)} s`, `${fmt(p.activeDevices)} devices`]

@@ -1,4 +1,5 @@
 import type { Sample } from '../metrics/run-metrics.ts'
+import { phaseRow } from './devices-html.ts'
 import type { RunReport } from './report.ts'
 
 /** The style of every fleetsim HTML report (run and devices). */
@@ -72,6 +73,8 @@ export function renderHtmlReport(r: RunReport): string {
       ]
     : []
   const title = `fleetsim ${r.distributed ? 'coordinator' : 'run'} ${r.scenario.name ?? r.runId}`
+  // Load phases shaded behind every chart's lines (older reports have none).
+  const bands: Band[] = (r.phases ?? []).map((p) => ({ fromS: p.startS, toS: p.endS, label: p.name }))
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -89,30 +92,51 @@ ${REPORT_CSS}  #shards th, #shards td { width: auto; white-space: nowrap; }
 <h2>Summary</h2>
 <table id="summary">${rows.map(([k, val]) => `<tr><th>${esc(k)}</th><td class="num">${esc(val)}</td></tr>`).join('')}</table>
 <h2>Thresholds</h2>
-<table id="thresholds">${r.thresholds.length ? r.thresholds.map((t) => `<tr><th>${esc(t.name)} ${esc(String(t.limit))}</th><td>${t.ok ? '✔' : '✘'} ${esc(t.message)}</td></tr>`).join('') : '<tr><td>none set</td></tr>'}</table>
+<table id="thresholds">${r.thresholds.length ? r.thresholds.map((t) => `<tr><th>${esc(t.phase ? `${t.phase}: ${t.name}` : t.name)} ${esc(String(t.limit))}</th><td>${t.ok ? '✔' : '✘'} ${esc(t.message)}</td></tr>`).join('') : '<tr><td>none set</td></tr>'}</table>
 ${r.distributed ? distributed(r.distributed) : ''}
 ${ranges.length ? `<h2>Ranges</h2><ul class="ranges">${ranges.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : ''}
+${bands.length ? `<h2>Phases</h2>\n<table id="phases"><tr><th>phase</th><th>target rate</th><th>published</th><th>p99 PUBACK</th><th>what happened</th></tr>${r.phases.map(phaseRow).join('')}</table>` : ''}
 <h2>Rates over the run (messages/s)</h2>
-${chart('rates', r.series, [
-  { key: 'publishRate', label: 'published', color: '#0969da' },
-  { key: 'relayRate', label: 'relayed by the bridge', color: '#8250df' },
-])}
+${chart(
+  'rates',
+  r.series,
+  [
+    { key: 'publishRate', label: 'published', color: '#0969da' },
+    { key: 'relayRate', label: 'relayed by the bridge', color: '#8250df' },
+  ],
+  bands,
+)}
 <h2>Records so far: published, accepted by Firehose, written to objects</h2>
-${chart('records', r.series, [
-  { key: 'published', label: 'published', color: '#0969da' },
-  { key: 'accepted', label: 'accepted by Firehose', color: '#8250df' },
-  { key: 'recordsWritten', label: 'written to objects', color: '#1a7f37' },
-])}
+${chart(
+  'records',
+  r.series,
+  [
+    { key: 'published', label: 'published', color: '#0969da' },
+    { key: 'accepted', label: 'accepted by Firehose', color: '#8250df' },
+    { key: 'recordsWritten', label: 'written to objects', color: '#1a7f37' },
+  ],
+  bands,
+)}
 <h2>Latency publish → Firehose acceptance (ms, per second)</h2>
-${chart('latency', r.series, [
-  { key: 'acceptP50Ms', label: 'p50', color: '#0969da' },
-  { key: 'acceptP99Ms', label: 'p99', color: '#cf222e' },
-])}
+${chart(
+  'latency',
+  r.series,
+  [
+    { key: 'acceptP50Ms', label: 'p50', color: '#0969da' },
+    { key: 'acceptP99Ms', label: 'p99', color: '#cf222e' },
+  ],
+  bands,
+)}
 <h2>Devices connected and records buffered</h2>
-${chart('state', r.series, [
-  { key: 'connected', label: 'devices connected', color: '#0969da' },
-  { key: 'buffered', label: 'records buffered (bridge + Firehose)', color: '#bc4c00' },
-])}
+${chart(
+  'state',
+  r.series,
+  [
+    { key: 'connected', label: 'devices connected', color: '#0969da' },
+    { key: 'buffered', label: 'records buffered (bridge + Firehose)', color: '#bc4c00' },
+  ],
+  bands,
+)}
 </body>
 </html>
 `

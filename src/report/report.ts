@@ -8,6 +8,7 @@ import type { Sample } from '../metrics/run-metrics.ts'
 import type { SaturationWindow, Stage } from '../metrics/saturation.ts'
 import type { ThresholdCheck } from '../verify/thresholds.ts'
 import type { Verification } from '../verify/verify.ts'
+import type { PhaseEntry } from './devices-report.ts'
 import { renderHtmlReport } from './html.ts'
 
 /** Identifies the report format; bumped on any incompatible change. Schema: src/report/run-report.schema.json. */
@@ -22,8 +23,8 @@ export interface RunReport {
   endedAt: string
   /** Seconds the devices published. */
   publishDurationS: number
-  /** How the run ended: the duration elapsed, or an interrupt; `shard`: a coordinated run stopped by a shard that failed or did not come back. */
-  stoppedBy: 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread' | 'shard'
+  /** How the run ended: the duration elapsed, the phases ended, or an interrupt; `shard`: a coordinated run stopped by a shard that failed or did not come back. */
+  stoppedBy: 'duration' | 'phases' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread' | 'shard'
   /** How the parts were spread over threads, and each thread's busy CPU seconds (absent in a coordinated run). */
   engine?: {
     layout: 'single' | 'split' | 'edge'
@@ -69,8 +70,11 @@ export interface RunReport {
   }
   verification: (Verification & { skipped?: undefined }) | { skipped: string }
   latency: { acceptedMs: LatencySummary | null; writtenMs: LatencySummary | null }
-  thresholds: ThresholdCheck[]
+  /** The run's thresholds, then each load phase's (with `phase`). */
+  thresholds: Array<ThresholdCheck & { phase?: string }>
   result: { ok: boolean; failed: string[] }
+  /** Load phases in order (as `fleetsim devices` reports them); empty in a run without phases. */
+  phases: PhaseEntry[]
   errors: string[]
   /** One sample a second over the run. */
   series: Sample[]

@@ -7,13 +7,7 @@ import { backfillToSink } from '../../../devices/backfill.ts'
 import { type Commander, startCommander } from '../../../devices/commander.ts'
 import { DEFAULT_COMMAND_TOPIC } from '../../../devices/commands.ts'
 import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
-import {
-  type Fleet,
-  type FleetOptions,
-  type FleetStats,
-  fleetDevices,
-  startFleet,
-} from '../../../devices/fleet.ts'
+import { type FleetOptions, type FleetStats, fleetDevices, startFleet } from '../../../devices/fleet.ts'
 import {
   expandProfile,
   type Phase,
@@ -516,7 +510,7 @@ async function runFleet(run: RunSetup): Promise<number> {
           onPhase: (p, i) => {
             // A sample at each boundary (the first closes the connect): none straddles two phases.
             metrics.sample(Date.now())
-            print(phaseLine(p, i, phases.length, fleet))
+            print(phaseLine(p, i, phases.length, fleet.controls().ratePerSecond))
           },
         })
         const running = runner.run().then((r) => {
@@ -863,12 +857,13 @@ function virtualText(nowMs: number, b: { fromMs: number; toMs: number }): string
   return `${new Date(nowMs).toISOString().replace(/\.\d+Z$/, 'Z')} (${share.toFixed(1)} %)`
 }
 
-function phaseLine(p: Phase, i: number, total: number, fleet: Fleet): string {
+/** The line naming a phase as it starts; `ratePerSecond` is the fleet's rate then (for a phase that keeps it). */
+export function phaseLine(p: Phase, i: number, total: number, ratePerSecond: number): string {
   const rate = p.rate
     ? p.rate.from === p.rate.to
       ? `${num(p.rate.from)}/s per device`
       : `${num(p.rate.from)} → ${num(p.rate.to)}/s per device`
-    : `${num(fleet.controls().ratePerSecond)}/s per device`
+    : `${num(ratePerSecond)}/s per device`
   const who =
     p.devices === undefined
       ? 'all devices'
@@ -884,7 +879,8 @@ function phaseLine(p: Phase, i: number, total: number, fleet: Fleet): string {
   return `phase ${i + 1}/${total} ${p.name} (${p.kind}): ${rate}, ${who}${what}, ${num(p.durationMs / 1000)} s`
 }
 
-function phaseSummary(p: PhaseReport): string {
+/** One line of a phase's figures, as the summaries of `fleetsim devices` and `fleetsim run` show it. */
+export function phaseSummary(p: PhaseReport): string {
   const parts = [
     `phase ${p.name.padEnd(12)}`,
     `${num((p.endedAtMs - p.startedAtMs) / 1000)} s`,

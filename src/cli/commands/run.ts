@@ -5,6 +5,7 @@ import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
 import { checkPayloadBytes } from '../../../devices/device.ts'
 import { deviceRefs } from '../../../devices/fleet.ts'
 import { checkIdentities, type IdentityOptions } from '../../../devices/identity.ts'
+import type { Phase } from '../../../devices/phases.ts'
 import type { FleetOptions } from '../../../devices/fleet.ts'
 import { fdLimit } from '../../../devices/limits.ts'
 import { parseModelParams, resolveModelParams } from '../../../devices/params.ts'
@@ -22,8 +23,11 @@ import { rememberSecret } from '../../config/redact.ts'
 import { describeFsError, lockFolder } from '../../runtime/lock.ts'
 import { createProgress } from '../progress.ts'
 import { type RunOutcome, runEngine } from '../run/engine.ts'
+import type { RunPhasesSpec } from '../run/phase-driver.ts'
+import { runPhases, withPhases } from '../run/phases-config.ts'
 import { planRun } from '../run/plan.ts'
 import { buildReport, summaryLines } from '../run/summary.ts'
+import { phaseLine } from './devices.ts'
 import { checkIdTemplates, fleetTls, onceInterrupted, print, printErr } from '../shared.ts'
 
 export const command = ['run', '$0']
@@ -74,6 +78,10 @@ export const builder = (y: Argv) =>
       'the walkthrough demo, verified at the end',
     )
     .example('$0 run --devices person:20 --duration 5s --report run.html', 'a small run with an HTML report')
+    .example(
+      '$0 run --devices sensor:200 --rate 2 --profile spike --duration 1m --report run.json',
+      'a spike (base, 4× the rate, recovery), verified, each phase in the report',
+    )
 
 type Args = ArgumentsCamelCase<Awaited<ReturnType<typeof builder>['argv']>> & Record<string, unknown>
 
@@ -82,9 +90,11 @@ export async function handler(args: Args): Promise<void> {
   const file = args.scenario ? await loadScenarioFile(String(args.scenario)) : undefined
   const flags: Record<string, unknown> = {}
   for (const key of Object.keys(schemaOptions())) flags[key] = args[key]
-  const config = resolveRunConfig({ file, flags, knownModels: Object.keys(MODELS) })
+  const resolved = resolveRunConfig({ file, flags, knownModels: Object.keys(MODELS) })
+  const phases = runPhases(resolved)
+  const config = phases ? withPhases(resolved, phases) : resolved
   // Resolved before anything starts: reads TLS, route and template files, checks model parameters.
-  const fleetOptions = fleetRunOptions(config.fleet)
+  const fleetOptions = fleetRunOptions(config.fleet, phases)
   // One owner per folder: a second run on the same --out stops here, before it reads or changes
   // anything (the write-ahead log and the spool of the first run stay its own).
   const lock = lockFolder(resolve(config.firehose.out), {
@@ -92,7 +102,7 @@ export async function handler(args: Args): Promise<void> {
     fix: 'wait for that run to end or give --out another folder',
   })
   try {
-    const code = await runLoadTest(config, fleetOptions)
+    const code = await runLoadTest(config, fleetOptions, phases)
     if (code !== 0) process.exitCode = code
   } finally {
     lock.release()
@@ -103,6 +113,7 @@ export async function handler(args: Args): Promise<void> {
 async function runLoadTest(
   config: RunConfig,
   fleetOptions: ReturnType<typeof fleetRunOptions>,
+  phases: RunPhasesSpec | undefined,
 ): Promise<number> {
   const total = config.fleet.devices.reduce((s, d) => s + d.count, 0)
   const plan = planRun({
@@ -133,6 +144,19 @@ async function runLoadTest(
       config,
       plan,
       fleetOptions,
+      ...(phases
+        ? {
+            phases,
+            // A line naming each phase as it starts; the progress block is drawn again below it.
+            onPhase: (p: Phase, i: number) => {
+              if (stopping) return
+              // A phase without a rate keeps the rate the previous ones left.
+              const before = phases.phases.slice(0, i).findLast((x) => x.rate)
+              print(phaseLine(p, i, phases.phases.length, before?.rate?.to ?? config.fleet.ratePerSecond))
+              progress.interrupted()
+            },
+          }
+        : {}),
       signal: abort.signal,
       verifySignal: verifyAbort.signal,
       print,
@@ -174,14 +198,29 @@ async function runLoadTest(
 /**
  * The fleet runner's options from the resolved `fleet` section: the keys the runner takes as they
  * are, plus those that need work first (model parameters and files, TLS files, MQTT version).
+ * The load shape (profile, phases, storm) is the engine's, not the fleet's.
  */
-function fleetRunOptions(fc: RunConfig['fleet']): Omit<Partial<FleetOptions>, 'transport'> & {
+function fleetRunOptions(
+  fc: RunConfig['fleet'],
+  phases?: RunPhasesSpec,
+): Omit<Partial<FleetOptions>, 'transport'> & {
   transport: 'auto' | 'memory' | 'tcp'
 } {
-  const { modelParams, template, mqttVersion, ca, cert, key, transport, ...rest } = fc.extra as Record<
-    string,
-    unknown
-  >
+  const {
+    modelParams,
+    template,
+    mqttVersion,
+    ca,
+    cert,
+    key,
+    transport,
+    profile: _profile,
+    phases: _phases,
+    storm: _storm,
+    ...rest
+  } = fc.extra as Record<string, unknown>
+  // A commands phase needs devices that take commands.
+  if (phases?.phases.some((p) => p.kind === 'commands')) rest['commands'] = true
   const tls =
     ca !== undefined || cert !== undefined
       ? fleetTls({

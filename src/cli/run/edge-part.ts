@@ -2,9 +2,12 @@
 // with it (devices over in-memory streams, the broker also listening on TCP for the bridge). The run
 // starts the broker first (when it is here), then, once the bridge has subscribed, the fleet.
 import { type Fleet, type FleetOptions, startFleet } from '../../../devices/fleet.ts'
+import type { FleetTransport } from '../../../devices/mqtt-link.ts'
+import type { PhaseReport } from '../../../devices/phases.ts'
 import type { FleetsimError } from '../../errors.ts'
 import { type EmbeddedBroker, type EmbeddedBrokerOptions, startBroker } from '../../broker/index.ts'
 import { serveThread } from '../../runtime/thread.ts'
+import { drivePhases, type RunPhasesSpec } from './phase-driver.ts'
 
 export interface EdgePartInit {
   reportEveryMs: number
@@ -20,6 +23,11 @@ serveThread<EdgePartInit>((init, emit) => {
   let fleet: Fleet | undefined
   let timer: NodeJS.Timeout | undefined
   const abort = new AbortController()
+  // Phases run here, where the fleet is; stopping the fleet (or a Ctrl-C) ends the phase running.
+  const phasesAbort = new AbortController()
+  let phasesRunning: Promise<PhaseReport[]> | undefined
+  let fleetOpts: EdgeFleetOptions | undefined
+  let fleetTransport: FleetTransport = { kind: 'tcp' }
   const report = () => emit('stats', { fleet: fleet?.stats(), broker: broker?.stats() })
   return {
     async startBroker(arg) {
@@ -37,10 +45,12 @@ serveThread<EdgePartInit>((init, emit) => {
     async startFleet(arg) {
       const { transport, ...opts } = arg as EdgeFleetOptions
       const b = broker
+      fleetOpts = arg as EdgeFleetOptions
+      fleetTransport =
+        b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' }
       fleet = await startFleet({
         ...opts,
-        transport:
-          b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' },
+        transport: fleetTransport,
         waitForConnections: false,
         signal: abort.signal,
       })
@@ -50,10 +60,29 @@ serveThread<EdgePartInit>((init, emit) => {
       timer ??= setInterval(report, init.reportEveryMs)
       return fleet.stats()
     },
+    /**
+     * Drives the started fleet through load phases (phase-driver.ts); emits `phase` at each boundary
+     * with the fleet's counters then, and resolves with the phases' reports once they have ended.
+     */
+    async runPhases(arg) {
+      if (!fleet || !fleetOpts) throw new Error('runPhases before startFleet')
+      phasesRunning = drivePhases(fleet, arg as RunPhasesSpec, {
+        fleetOptions: fleetOpts,
+        transport: fleetTransport,
+        signal: phasesAbort.signal,
+        onBoundary: (b) => emit('phase', b),
+      })
+      return { reports: await phasesRunning, stats: fleet.stats() }
+    },
     /** One Ctrl-C reaches every phase of the fleet, connecting included. */
-    abort: () => abort.abort(),
+    abort: () => {
+      phasesAbort.abort()
+      abort.abort()
+    },
     stats: () => ({ fleet: fleet?.stats(), broker: broker?.stats() }),
     async stopFleet() {
+      phasesAbort.abort()
+      await phasesRunning?.catch(() => {})
       await fleet?.stop()
       report()
       return { stats: fleet?.stats(), sent: [...(fleet?.sent() ?? [])] }

@@ -1,8 +1,10 @@
 import type { FleetStats } from '../../../devices/fleet.ts'
+import type { PhaseReport } from '../../../devices/phases.ts'
 import type { BrokerStats, EmbeddedBroker, EmbeddedBrokerOptions } from '../../broker/index.ts'
 import { FleetsimError } from '../../errors.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
 import type { EdgeFleetOptions, EdgePartInit } from './edge-part.ts'
+import type { PhaseBoundary, RunPhasesSpec } from './phase-driver.ts'
 
 /** The fleet (and in the `edge` layout the broker) running in a worker thread, as the run sees it. */
 export interface EdgeThread {
@@ -18,6 +20,12 @@ export interface EdgeThread {
   readonly allConnected: Promise<void>
   readonly finished: Promise<void>
   readonly failed: Promise<FleetsimError>
+  /**
+   * Drives the fleet through load phases in its thread; `onBoundary` gets each boundary with the
+   * fleet's counters then (which also become fleetStats()). Resolves when the phases have ended
+   * (or were stopped by abort() or stopFleet()) with each phase's report.
+   */
+  runPhases(spec: RunPhasesSpec, onBoundary: (b: PhaseBoundary) => void): Promise<PhaseReport[]>
   /** Aborts the fleet's connects and waits (a Ctrl-C). */
   abort(): void
   /** Stops publishing, waits for acknowledgements, disconnects; gives what each device sent. */
@@ -54,6 +62,12 @@ export function edgeThread(thread: ThreadPart): EdgeThread {
     }),
   )
   let closing: Promise<void> | undefined
+  let boundary: ((b: PhaseBoundary) => void) | undefined
+  thread.on('phase', (v) => {
+    const b = v as PhaseBoundary
+    fleet = b.stats
+    boundary?.(b)
+  })
   return {
     thread,
     startBroker: (opts) => thread.call('startBroker', opts),
@@ -65,6 +79,12 @@ export function edgeThread(thread: ThreadPart): EdgeThread {
     allConnected,
     finished,
     failed,
+    async runPhases(spec, onBoundary) {
+      boundary = onBoundary
+      const r = await thread.call<{ reports: PhaseReport[]; stats: FleetStats }>('runPhases', spec)
+      fleet = r.stats
+      return r.reports
+    },
     abort: () => void thread.call('abort').catch(() => {}),
     async stopFleet() {
       const r = await thread.call<{ stats: FleetStats; sent: Array<[string, number]> }>('stopFleet')

@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises'
 import { dirname, join, relative, resolve } from 'node:path'
 import type { BridgeStats } from '../../../bridge/bridge.ts'
 import type { FleetStats } from '../../../devices/fleet.ts'
+import { type Phase, type PhaseCheck, type PhaseReport, phasesDurationMs } from '../../../devices/phases.ts'
 import type { BrokerStats } from '../../broker/index.ts'
 import type { RunConfig } from '../../config/index.ts'
 import { redactText } from '../../config/redact.ts'
@@ -25,6 +26,7 @@ import { checkThresholds, type ThresholdCheck } from '../../verify/thresholds.ts
 import { type RunManifest, type Verification, verifyObjects } from '../../verify/verify.ts'
 import type { EdgeFleetOptions } from './edge-part.ts'
 import { type LoopMeter, type Parts, startParts } from './parts.ts'
+import type { RunPhasesSpec } from './phase-driver.ts'
 import type { RunPlan } from './plan.ts'
 
 /** Longest pause between reads of S3 while waiting for a real delivery stream to deliver. */
@@ -39,13 +41,20 @@ const RELAY_STALL_MS = 10_000
 const POLL_MS = 20
 
 /** How the run ended. */
-export type StoppedBy = 'duration' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread'
+export type StoppedBy = 'duration' | 'phases' | 'SIGINT' | 'SIGTERM' | 'bridge' | 'fleet' | 'thread'
 
 export interface EngineOptions {
   config: RunConfig
   plan: RunPlan
   /** The fleet's options resolved from config.fleet (TLS files read, model parameters checked). */
   fleetOptions: Partial<Omit<EdgeFleetOptions, 'transport'>>
+  /**
+   * Load phases (issue 15 §1), run where the fleet lives once it is up; the run then lasts as long
+   * as they do (config.fleet.durationMs is their sum) and ends with stoppedBy 'phases'.
+   */
+  phases?: RunPhasesSpec
+  /** Called as each phase starts (for a line naming it). */
+  onPhase?(phase: Phase, index: number): void
   /** Aborted by the first Ctrl-C; `reason` is the signal's name. */
   signal: AbortSignal
   /** Ends a wait for a real delivery stream (a Ctrl-C during verification). */
@@ -102,6 +111,8 @@ export interface RunOutcome {
   loops: LoopShare[]
   manifestPath: string
   manifestError: string | undefined
+  /** Each load phase's figures (measured in the fleet's thread), in order; empty without phases. */
+  phases: PhaseReport[]
 }
 
 /**
@@ -125,10 +136,15 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
   const mix = fc.devices.map((d) => `${d.model}:${d.count}`).join(',')
   const startedAtMs = clock.now()
   const sources: ConstructorParameters<typeof RunMetrics>[0] = {}
-  const metrics = new RunMetrics(sources, startedAtMs)
+  const spec = o.phases
+  let phaseNow: string | undefined
+  const metrics = new RunMetrics(sources, startedAtMs, { phase: () => phaseNow })
 
+  const shape = spec
+    ? `in ${spec.phases.length} phase${spec.phases.length === 1 ? '' : 's'} (${spec.phases.map((p) => p.name).join(', ')}) over ${phasesDurationMs(spec.phases) / 1000}s`
+    : `at ${Number(fc.ratePerSecond.toPrecision(3))}/s each for ${fc.durationMs ? `${fc.durationMs / 1000}s` : 'until Ctrl-C'}`
   o.print(
-    `fleetsim: ${config.name ? `scenario ${config.name}: ` : ''}${n(total)} devices (${mix}) at ${Number(fc.ratePerSecond.toPrecision(3))}/s each for ${fc.durationMs ? `${fc.durationMs / 1000}s` : 'until Ctrl-C'}\n` +
+    `fleetsim: ${config.name ? `scenario ${config.name}: ` : ''}${n(total)} devices (${mix}) ${shape}\n` +
       `  ${plan.describe}`,
   )
   const parts: Parts = await startParts(config, plan, {
@@ -167,7 +183,8 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
       brokerUrl: parts.deviceUrl ?? parts.brokerUrl,
       devices: fc.devices,
       ratePerSecond: fc.ratePerSecond,
-      durationMs: fc.durationMs,
+      // With phases the runner decides when publishing ends.
+      durationMs: spec ? 0 : fc.durationMs,
       qos: fc.qos,
       seed: fc.seed,
       rampUpMs: fc.rampUpMs,
@@ -180,6 +197,15 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
   }
 
   const publishStartMs = clock.now()
+  // Phases run where the fleet lives; each boundary closes a sample with the fleet's counters of
+  // that moment, so no sample straddles two phases and each phase's rate in the series is exact.
+  const phasesRun: Promise<PhaseReport[]> = spec
+    ? parts.runPhases(spec, (b) => {
+        phaseNow = b.name ?? undefined
+        sampleNow()
+        if (b.index >= 0) o.onPhase?.(spec.phases[b.index]!, b.index)
+      })
+    : new Promise<never>(() => {})
   // CPU of each thread when publishing starts: the per-message split leaves out start-up (loading
   // modules in each thread costs seconds of CPU on a busy machine).
   const cpuAtStart = await cpuOf(parts.loops)
@@ -194,6 +220,13 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
   })
   const stoppedBy = await Promise.race<StoppedBy>([
     parts.fleetFinished.then(() => 'duration' as const),
+    phasesRun.then(
+      () => 'phases' as const,
+      (err: FleetsimError) => {
+        fleetError = err
+        return 'fleet' as const
+      },
+    ),
     interrupted,
     parts.bridgeFailed.then((err) => {
       bridgeError = err
@@ -215,6 +248,8 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
   // acknowledged, delivers, and the local Firehose writes what it holds.
   const stopped = await parts.stopFleet()
   const publishEndMs = clock.now()
+  // Stopping the fleet ended the phase running, if any (reported as interrupted).
+  const phaseReports = spec ? await phasesRun.catch(() => [] as PhaseReport[]) : []
   if (!bridgeError && !threadError) await waitForRelay(parts, stopped.stats.published, clock)
   let deliveredMs = clock.now()
   let cpuAtDelivered: Promise<Map<string, number | undefined>> = Promise.resolve(new Map())
@@ -310,6 +345,8 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     publishRate: f.published > 0 ? publishRate : undefined,
     verifyDisabled: !config.verify.enabled,
   })
+  const phaseChecks: Array<ThresholdCheck & Pick<PhaseCheck, 'phase'>> = phaseReports.flatMap((p) => p.checks)
+  checks.push(...phaseChecks)
   const failed = checks.filter((c) => !c.ok).map((c) => c.message)
   if (f.publishErrors > 0) failed.push(`${n(f.publishErrors)} publishes failed`)
   if (bridgeError) failed.unshift(`the bridge stopped: ${bridgeError.message}`)
@@ -354,6 +391,7 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     loops,
     manifestPath,
     manifestError,
+    phases: phaseReports,
   }
 }
 

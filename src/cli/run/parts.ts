@@ -14,6 +14,8 @@ import { readBrokerTls } from '../../broker/listeners.ts'
 import { rememberSecret } from '../../config/redact.ts'
 import type { RunConfig } from '../../config/index.ts'
 import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
+import type { FleetTransport } from '../../../devices/mqtt-link.ts'
+import type { PhaseReport } from '../../../devices/phases.ts'
 import type { FleetsimError } from '../../errors.ts'
 import { type FirehoseStats, type LocalFirehose, startLocalFirehose } from '../../firehose/server.ts'
 import { FolderSink } from '../../firehose/sink.ts'
@@ -25,6 +27,7 @@ import { type BridgeThread, bootBridgeThread, startBridgeThread } from './bridge
 import type { EdgeFleetOptions } from './edge-part.ts'
 import { bootEdgeThread, type EdgeThread, edgeThread } from './edge-thread.ts'
 import { bootFirehoseThread, type FirehoseThread, startFirehoseThread } from './firehose-thread.ts'
+import { drivePhases, type PhaseBoundary, type RunPhasesSpec } from './phase-driver.ts'
 import type { PartName, RunPlan, ThreadName } from './plan.ts'
 
 /** How often parts in threads send their stats: the progress and the series are once a second. */
@@ -71,6 +74,12 @@ export interface Parts {
   startFleet(opts: EdgeFleetOptions): Promise<void>
   readonly fleetFinished: Promise<void>
   readonly fleetFailed: Promise<FleetsimError>
+  /**
+   * Drives the started fleet through load phases where it runs (phase-driver.ts). `onBoundary` gets
+   * each phase boundary with the fleet's counters at that moment (fleetStats() gives them then);
+   * resolves with each phase's report once they have ended, or abortFleet()/stopFleet() ended them.
+   */
+  runPhases(spec: RunPhasesSpec, onBoundary: (b: PhaseBoundary) => void): Promise<PhaseReport[]>
   /** Stops the fleet's connects and waits at once (a Ctrl-C). */
   abortFleet(): void
   /** Stops publishing and waits for acknowledgements; gives what each device sent. */
@@ -256,6 +265,10 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
     // Fleet: in the main thread (single) or its thread (split, edge).
     let local: Awaited<ReturnType<typeof startFleet>> | undefined
     let localAbort: AbortController | undefined
+    let localOpts: EdgeFleetOptions | undefined
+    let localTransport: FleetTransport = { kind: 'tcp' }
+    const localPhasesAbort = new AbortController()
+    let localPhases: Promise<PhaseReport[]> | undefined
     let resolveFinished!: () => void
     let resolveFailed!: (e: FleetsimError) => void
     const fleetFinished = new Promise<void>((r) => {
@@ -293,10 +306,12 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
         const { transport, ...rest } = opts
         const b = broker
         localAbort = new AbortController()
+        localOpts = opts
+        localTransport =
+          b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' }
         local = await startFleet({
           ...rest,
-          transport:
-            b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' },
+          transport: localTransport,
           waitForConnections: false,
           signal: localAbort.signal,
         } satisfies FleetOptions)
@@ -306,12 +321,26 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       },
       fleetFinished,
       fleetFailed,
+      async runPhases(spec, onBoundary) {
+        if (edge) return edge.runPhases(spec, onBoundary)
+        if (!local || !localOpts) throw new Error('runPhases before startFleet')
+        localPhases = drivePhases(local, spec, {
+          fleetOptions: localOpts,
+          transport: localTransport,
+          signal: localPhasesAbort.signal,
+          onBoundary,
+        })
+        return localPhases
+      },
       abortFleet: () => {
+        localPhasesAbort.abort()
         localAbort?.abort()
         edge?.abort()
       },
       async stopFleet() {
         if (edge) return edge.stopFleet()
+        localPhasesAbort.abort()
+        await localPhases?.catch(() => {})
         await local?.stop()
         return { stats: local?.stats() ?? lastFleet, sent: local?.sent() ?? new Map() }
       },

@@ -1,7 +1,9 @@
 import { dirname, relative } from 'node:path'
 import type { RunConfig } from '../../config/index.ts'
 import type { LatencySummary } from '../../metrics/histogram.ts'
+import { phaseEntry } from '../../report/devices-report.ts'
 import { REPORT_FORMAT, type RunReport } from '../../report/report.ts'
+import { phaseSummary } from '../commands/devices.ts'
 import type { RunOutcome } from './engine.ts'
 
 /**
@@ -53,6 +55,7 @@ export function summaryLines(r: RunOutcome, config: RunConfig): string[] {
       : [`  verification             skipped: ${r.skipped}`]),
     `  latency → accepted       ${latency(r.acceptLatency)}`,
     `  latency → written        ${latency(v?.writtenLatency)}`,
+    ...r.phases.map((p) => `  ${phaseSummary(p)}`),
     `  CPU by thread            ${r.loops.map((l) => `${l.thread === 'main' ? `main (${l.parts.join(', ') || 'run'})` : l.parts.join(' + ')} ${l.cpuS === null ? `busy ${n1(l.busyS)} s` : `${n1(l.cpuS)} s (busy ${n1(l.busyS)} s)`}`).join(' · ')}`,
     ...r.checks.map((c) => `  threshold                ${c.message}`),
     r.manifestError
@@ -122,6 +125,7 @@ export function buildReport(r: RunOutcome, config: RunConfig): RunReport {
     latency: { acceptedMs: r.acceptLatency ?? null, writtenMs: r.verification?.writtenLatency ?? null },
     thresholds: r.checks,
     result: { ok: r.ok, failed: r.failed },
+    phases: r.phases.map((p) => phaseEntry(p, r.startedAtMs)),
     errors: r.errors,
     series: r.metrics.series,
     stats: r.metrics.snapshot(),
