@@ -1,8 +1,9 @@
-import { en } from '@faker-js/faker'
+// The English locale entry only: the package's main entry loads every locale (~1 s at start-up).
+import { faker } from '@faker-js/faker/locale/en'
 import type { DeviceModel } from '../model.ts'
 
-const FIRST_NAMES = en.person!.first_name!.generic!
-const LAST_NAMES = en.person!.last_name!.generic!
+const FIRST_NAMES = faker.rawDefinitions.person!.first_name!.generic!
+const LAST_NAMES = faker.rawDefinitions.person!.last_name!.generic!
 
 export interface PersonState {
   id: number

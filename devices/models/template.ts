@@ -1,4 +1,7 @@
-import { base, en, Faker, type Randomizer } from '@faker-js/faker'
+import type { Faker, Randomizer } from '@faker-js/faker'
+// The English locale entry only (en + base definitions): the package's main entry loads every
+// locale, ~1 s of start-up for each fleetsim process, worker and thread that loads the models.
+import { faker as englishFaker } from '@faker-js/faker/locale/en'
 import { ConfigError } from '../../src/errors.ts'
 import type { CommandTable, DeviceModel, ModelCommand } from '../model.ts'
 import { CommandError, round } from '../model.ts'
@@ -450,7 +453,8 @@ function newFaker(rngRef: { rng: Pick<Rng, 'next'> }, refMs: number | (() => num
       // Seeding goes through the device's Rng; faker.seed() is not used.
     },
   }
-  const faker = new Faker({ locale: [en, base], randomizer })
+  const FakerClass = englishFaker.constructor as typeof Faker
+  const faker = new FakerClass({ locale: englishFaker.rawDefinitions, randomizer })
   faker.setDefaultRefDate(typeof refMs === 'function' ? () => new Date(refMs()) : new Date(refMs))
   return faker
 }

@@ -1,41 +1,50 @@
-import yargs, { type Argv } from 'yargs'
+import yargs, { type Argv, type CommandModule } from 'yargs'
 import { redactText } from '../config/redact.ts'
 import { FleetsimError } from '../errors.ts'
-import * as bench from './commands/bench.ts'
-import * as bridge from './commands/bridge.ts'
-import * as broker from './commands/broker.ts'
-import * as cmd from './commands/cmd.ts'
-import * as certs from './commands/certs.ts'
-import * as coordinator from './commands/coordinator.ts'
-import * as devices from './commands/devices.ts'
-import * as firehose from './commands/firehose.ts'
-import * as k8s from './commands/k8s.ts'
-import * as record from './commands/record.ts'
-import * as replay from './commands/replay.ts'
-import * as run from './commands/run.ts'
-import * as verify from './commands/verify.ts'
+/**
+ * Every command, loaded only when it runs: each pulls in its own part of fleetsim (the broker, the
+ * AWS SDK, the X.509 code, …), and a process loads only what its command needs. `fleetsim --help`
+ * and a misspelled command load them all (the list and the suggestion need every one).
+ */
+// Each module is a yargs command module (command, describe, builder, handler) typed for its own flags.
+const load = (m: Promise<unknown>) => m as Promise<CommandModule>
+
+const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+  run: () => load(import('./commands/run.ts')),
+  devices: () => load(import('./commands/devices.ts')),
+  broker: () => load(import('./commands/broker.ts')),
+  bridge: () => load(import('./commands/bridge.ts')),
+  firehose: () => load(import('./commands/firehose.ts')),
+  verify: () => load(import('./commands/verify.ts')),
+  k8s: () => load(import('./commands/k8s.ts')),
+  coordinator: () => load(import('./commands/coordinator.ts')),
+  certs: () => load(import('./commands/certs.ts')),
+  record: () => load(import('./commands/record.ts')),
+  replay: () => load(import('./commands/replay.ts')),
+  cmd: () => load(import('./commands/cmd.ts')),
+  bench: () => load(import('./commands/bench.ts')),
+}
+
+/** The commands a command line needs: its own, `run` (the default) when it starts with a flag, else all. */
+export function commandsFor(argv: readonly string[]): string[] {
+  const first = argv[0]
+  if (first !== undefined && Object.hasOwn(COMMANDS, first)) return [first]
+  const help = argv.some((a) => a === '--help' || a === '-h' || a === '--version')
+  if ((first === undefined || first.startsWith('-')) && !help) return ['run']
+  return Object.keys(COMMANDS)
+}
 
 /** Thrown by yargs' fail handler so that main() can print one clear line and pick the exit code. */
 class UsageError extends FleetsimError {}
 
 /** Builds the CLI parser; exported so tests can parse without spawning a process. */
-export function buildCli(argv: string[]): Argv {
-  return yargs(argv)
+export async function buildCli(argv: string[]): Promise<Argv> {
+  const modules = await Promise.all(commandsFor(argv).map((name) => COMMANDS[name]!()))
+  let cli = yargs(argv)
     .scriptName('fleetsim')
     .usage('$0 <command> [options]\n\nMQTT IoT device fleet simulator with an MQTT → Firehose → S3 pipeline.')
-    .command(run)
-    .command(devices)
-    .command(broker)
-    .command(bridge)
-    .command(certs)
-    .command(firehose)
-    .command(verify)
-    .command(coordinator)
-    .command(k8s)
-    .command(record)
-    .command(replay)
-    .command(cmd)
-    .command(bench)
+  for (const m of modules) cli = cli.command(m)
+  return cli
     .demandCommand(1, 'Name a command; `fleetsim --help` lists them.')
     .strict()
     .recommendCommands()
@@ -51,7 +60,7 @@ export function buildCli(argv: string[]): Argv {
 /** Runs the CLI; returns the process exit code. Only the CLI decides exit codes. */
 export async function main(argv: string[]): Promise<number> {
   try {
-    await buildCli(argv).parseAsync()
+    await (await buildCli(argv)).parseAsync()
     return typeof process.exitCode === 'number' ? process.exitCode : 0
   } catch (err) {
     if (err instanceof FleetsimError) {
