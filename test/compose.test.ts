@@ -49,7 +49,12 @@ describe.skipIf(!compose)(
       expect(coordinator.profiles).toEqual(['distributed'])
       expect(coordinator.command?.[0]).toBe('coordinator')
       expect(flag(coordinator.command, 'shards')).toBe('3')
-      expect(Object.keys(coordinator.depends_on ?? {}).sort()).toEqual(['bridge', 'broker', 'firehose'])
+      expect(Object.keys(coordinator.depends_on ?? {}).sort()).toEqual([
+        'bridge',
+        'broker',
+        'data-init',
+        'firehose',
+      ])
 
       const indexes: string[] = []
       for (const name of ['shard-0', 'shard-1', 'shard-2']) {

@@ -148,6 +148,7 @@ describe('HTML report', () => {
           'chart-records',
           'chart-latency',
           'chart-state',
+          'chart-buffered',
         ])
         const rates = charts[0]!.lines.find((l) => l.series === 'published')!
         expect(rates.points).toBeGreaterThanOrEqual(4)

@@ -85,8 +85,9 @@ describe('scenario files: one schema, resolved from file, then flags, then envir
       verify: { enabled: true, waitMs: 0 },
       thresholds: { maxLoss: 0, p99Of: 'accepted' },
       report: {},
-      metrics: {},
+      metrics: { host: '127.0.0.1' },
       engine: { singleThread: false },
+      ui: { enabled: true, port: 0, host: '127.0.0.1' },
     })
   })
 

@@ -22,6 +22,7 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   record: () => load(import('./commands/record.ts')),
   replay: () => load(import('./commands/replay.ts')),
   cmd: () => load(import('./commands/cmd.ts')),
+  ui: () => load(import('./commands/ui.ts')),
   bench: () => load(import('./commands/bench.ts')),
 }
 

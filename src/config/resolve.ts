@@ -57,8 +57,9 @@ export interface RunConfig {
   verify: { enabled: boolean; from?: string; s3Endpoint?: string; waitMs: number }
   thresholds: { maxLoss: number; maxP99Ms?: number; p99Of: 'accepted' | 'written'; minRate?: number }
   report: { json?: string; html?: string }
-  metrics: { port?: number }
+  metrics: { port?: number; host: string }
   engine: { singleThread: boolean }
+  ui: { enabled: boolean; port: number; host: string; tiles?: string }
 }
 
 export interface ScenarioFile {
@@ -196,6 +197,7 @@ export function resolveRunConfig(input: ResolveInput): RunConfig {
     report: dropUndefined({ ...v.report }) as RunConfig['report'],
     metrics: dropUndefined({ ...v.metrics }) as RunConfig['metrics'],
     engine: v.engine as RunConfig['engine'],
+    ui: dropUndefined({ ...v.ui }) as RunConfig['ui'],
   }
   if (typeof fileData['name'] === 'string') config.name = fileData['name']
   if (typeof fileData['description'] === 'string') config.description = fileData['description']

@@ -432,6 +432,38 @@ export const SCENARIO_SCHEMA = {
       flag: 'single-thread',
     },
   },
+  ui: {
+    enabled: {
+      type: 'boolean',
+      default: true,
+      describe: 'Serve the live dashboard (map, pipeline, Firehose buffers, controls); --no-ui turns it off',
+      flag: 'ui',
+    },
+    port: {
+      type: 'integer',
+      min: 0,
+      max: 65535,
+      // Any free port by default: two runs (or a run and a test) never contend for one; the URL is printed at start.
+      default: 0,
+      describe: 'Dashboard port; 0 = any free port (the URL is printed at start)',
+      flag: 'ui-port',
+    },
+    host: {
+      type: 'string',
+      // Loopback by default: the dashboard's controls change a running demo, so only this machine may reach them.
+      default: '127.0.0.1',
+      describe:
+        'Dashboard address; 0.0.0.0 serves it to every interface (anyone who reaches it can use the controls)',
+      flag: 'ui-host',
+    },
+    tiles: {
+      type: 'string',
+      examples: ['https://tile.openstreetmap.org/{z}/{x}/{y}.png'],
+      describe:
+        'Web map tile URL template drawn under the routes when it loads; none by default, so that the page makes no request outside this machine',
+      flag: 'ui-tiles',
+    },
+  },
   metrics: {
     port: {
       type: 'integer',
@@ -439,6 +471,14 @@ export const SCENARIO_SCHEMA = {
       max: 65535,
       describe: 'Serve Prometheus metrics on http://127.0.0.1:<port>/metrics; 0 = any free port',
       flag: 'metrics-port',
+    },
+    host: {
+      type: 'string',
+      // Loopback by default; a container gives 0.0.0.0 so that Prometheus in another one can scrape it.
+      default: '127.0.0.1',
+      describe:
+        'Address of the metrics endpoint; 0.0.0.0 serves it to every interface (a container scraped by Prometheus)',
+      flag: 'metrics-host',
     },
   },
 } as const satisfies Record<string, Record<string, Field>>

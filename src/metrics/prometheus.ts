@@ -203,4 +203,20 @@ export async function startMetricsServer(
   }
 }
 
+/**
+ * One component's stats() as a metrics source, for a part run alone (`fleetsim bridge`, `fleetsim
+ * firehose` with --metrics-port): the same `fleetsim_<component>_<field>` names as in a whole run.
+ *
+ * @example await startMetricsServer(statsMetrics('bridge', () => bridge.stats()), 9464, '0.0.0.0')
+ */
+export function statsMetrics(component: string, stats: () => object): MetricsSource {
+  return {
+    snapshot: () => {
+      const out: Record<string, number> = {}
+      for (const [k, v] of Object.entries(stats())) if (typeof v === 'number') out[k] = v
+      return { [component]: out }
+    },
+  }
+}
+
 const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)

@@ -75,6 +75,7 @@ export function renderHtmlReport(r: RunReport): string {
   const title = `fleetsim ${r.distributed ? 'coordinator' : 'run'} ${r.scenario.name ?? r.runId}`
   // Load phases shaded behind every chart's lines (older reports have none).
   const bands: Band[] = (r.phases ?? []).map((p) => ({ fromS: p.startS, toS: p.endS, label: p.name }))
+  const marks = r.timeline?.map((e, i) => ({ tS: e.tS, label: String(i + 1) })) ?? []
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -87,7 +88,8 @@ ${REPORT_CSS}  #shards th, #shards td { width: auto; white-space: nowrap; }
 </head>
 <body>
 <h1>${esc(title)}</h1>
-<p class="sub">${esc(r.scenario.description ?? '')} ${esc(r.startedAt)} → ${esc(r.endedAt)} · run id <code>${esc(r.runId)}</code>${r.scenario.path ? ` · scenario <code>${esc(r.scenario.path)}</code>` : ''}</p>
+<p class="sub" id="ran">${esc(whatRan(r))}</p>
+<p class="sub">${esc(r.startedAt)} → ${esc(r.endedAt)} · run id <code>${esc(r.runId)}</code>${r.scenario.path ? ` · scenario <code>${esc(r.scenario.path)}</code>` : ''}</p>
 <p><span class="result ${r.result.ok ? 'ok' : 'failed'}">${r.result.ok ? 'PASSED' : 'FAILED'}</span> ${esc(r.result.failed.join('; '))}</p>
 <h2>Summary</h2>
 <table id="summary">${rows.map(([k, val]) => `<tr><th>${esc(k)}</th><td class="num">${esc(val)}</td></tr>`).join('')}</table>
@@ -105,6 +107,7 @@ ${chart(
     { key: 'relayRate', label: 'relayed by the bridge', color: '#8250df' },
   ],
   bands,
+  marks,
 )}
 <h2>Records so far: published, accepted by Firehose, written to objects</h2>
 ${chart(
@@ -116,6 +119,7 @@ ${chart(
     { key: 'recordsWritten', label: 'written to objects', color: '#1a7f37' },
   ],
   bands,
+  marks,
 )}
 <h2>Latency publish → Firehose acceptance (ms, per second)</h2>
 ${chart(
@@ -126,17 +130,14 @@ ${chart(
     { key: 'acceptP99Ms', label: 'p99', color: '#cf222e' },
   ],
   bands,
+  marks,
 )}
-<h2>Devices connected and records buffered</h2>
-${chart(
-  'state',
-  r.series,
-  [
-    { key: 'connected', label: 'devices connected', color: '#0969da' },
-    { key: 'buffered', label: 'records buffered (bridge + Firehose)', color: '#bc4c00' },
-  ],
-  bands,
-)}
+<h2>Devices connected</h2>
+${chart('state', r.series, [{ key: 'connected', label: 'devices connected', color: '#0969da' }], bands, marks)}
+<h2>Records buffered (bridge + Firehose)</h2>
+${chart('buffered', r.series, [{ key: 'buffered', label: 'records buffered (bridge + Firehose)', color: '#bc4c00' }], bands, marks)}
+${r.timeline?.length ? `<h2>Controls during the run</h2>\n<table id="timeline">${r.timeline.map((e, i) => `<tr><th>${i + 1}. at ${fmt(e.tS, 1)} s</th><td>${esc(e.detail)}${e.by === 'run' ? ' (by the run)' : ''}</td></tr>`).join('')}</table>` : ''}
+${r.tracks?.length ? `<h2>Where the vehicles drove</h2>\n${trackMaps(r.tracks)}` : ''}
 </body>
 </html>
 `
@@ -187,6 +188,8 @@ export function chart<T extends { tS: number }>(
   series: T[],
   lines: Line<T>[],
   bands: Band[] = [],
+  /** Numbered vertical lines at given seconds: the controls applied during the run. */
+  marks: Array<{ tS: number; label: string }> = [],
 ): string {
   const xs = series.map((p) => p.tS)
   const xMax = Math.max(1, ...xs)
@@ -222,6 +225,11 @@ export function chart<T extends { tS: number }>(
       `<text x="${((x0 + x1) / 2).toFixed(1)}" y="${M.top + 12}" text-anchor="middle" font-size="11" fill="#57606a">${esc(b.label)}</text>`
     )
   })
+  const ticksAt = marks.map(
+    (m) =>
+      `<line class="mark" x1="${x(m.tS).toFixed(1)}" x2="${x(m.tS).toFixed(1)}" y1="${M.top}" y2="${H - M.bottom}" stroke="#cf222e" stroke-dasharray="4 3"/>` +
+      `<text x="${(x(m.tS) + 3).toFixed(1)}" y="${M.top + 10}" font-size="11" fill="#cf222e">${esc(m.label)}</text>`,
+  )
   const paths = lines.flatMap((l) =>
     segments(series, l.key).map(
       (seg) =>
@@ -234,8 +242,57 @@ export function chart<T extends { tS: number }>(
     values.length === 0
       ? `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#57606a">no data</text>`
       : ''
-  return `<div class="chart" id="chart-${id}"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(lines.map((l) => l.label).join(', '))}">${shades.join('')}${grid.join('')}${paths.join('')}${empty}</svg>
+  return `<div class="chart" id="chart-${id}"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(lines.map((l) => l.label).join(', '))}">${shades.join('')}${grid.join('')}${ticksAt.join('')}${paths.join('')}${empty}</svg>
 <div class="legend">${lines.map((l) => `<span><i style="background:${l.color}"></i>${esc(l.label)}</span>`).join('')}</div></div>`
+}
+
+/** What ran, from the resolved configuration: mix, rate, QoS, duration, stream, buffering. */
+function whatRan(r: RunReport): string {
+  const c = r.config
+  const mix = c.fleet.devices.map((d) => `${d.model}:${d.count}`).join(', ')
+  const fh = c.firehose
+  return [
+    `${mix} at ${fmt(c.fleet.ratePerSecond, 3)}/s each`,
+    `QoS ${c.fleet.qos}`,
+    c.fleet.durationMs ? `${fmt(c.fleet.durationMs / 1000, 1)} s` : 'until stopped',
+    `stream ${fh.stream} (${fh.mode === 'local' ? 'local Firehose' : `AWS${fh.region ? ` ${fh.region}` : ''}`})`,
+    `buffering ${fh.bufferSizeMB} MiB or ${fh.bufferIntervalS} s`,
+  ].join(' · ')
+}
+
+/**
+ * The vehicles' tracks as inline SVG, one panel per place they gather (tracks whose starts lie
+ * within ~50 km of each other), each fitted to its tracks with longitude scaled by cos(latitude).
+ */
+function trackMaps(tracks: NonNullable<RunReport['tracks']>): string {
+  const groups: Array<{ at: [number, number]; tracks: typeof tracks }> = []
+  for (const t of tracks) {
+    const [lon, lat] = t.points[0]!
+    const g = groups.find((g) => Math.abs(g.at[0] - lon) < 0.5 && Math.abs(g.at[1] - lat) < 0.5)
+    if (g) g.tracks.push(t)
+    else groups.push({ at: [lon, lat], tracks: [t] })
+  }
+  const colors = ['#0969da', '#8250df', '#1a7f37', '#bc4c00', '#cf222e', '#0550ae', '#6e7781', '#953800']
+  const S = 300
+  return `<div class="tracks" style="display:flex;flex-wrap:wrap;gap:12px">${groups
+    .map((g) => {
+      const pts = g.tracks.flatMap((t) => t.points)
+      const k = Math.cos((g.at[1] * Math.PI) / 180)
+      const xs = pts.map((p) => p[0] * k)
+      const ys = pts.map((p) => p[1])
+      const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)]
+      const span = Math.max(x1 - x0, y1 - y0, 1e-4)
+      const px = (p: [number, number]) =>
+        `${(10 + ((p[0] * k - x0) / span) * (S - 20)).toFixed(1)},${(S - 10 - ((p[1] - y0) / span) * (S - 20)).toFixed(1)}`
+      const lines = g.tracks
+        .map(
+          (t, i) =>
+            `<polyline class="track" data-device="${esc(t.id)}" fill="none" stroke="${colors[i % colors.length]}" stroke-width="2" points="${t.points.map(px).join(' ')}"><title>${esc(t.id)}</title></polyline>`,
+        )
+        .join('')
+      return `<figure style="margin:0"><svg viewBox="0 0 ${S} ${S}" width="${S}" height="${S}" role="img" aria-label="tracks near ${fmt(g.at[1], 2)}, ${fmt(g.at[0], 2)}" style="background:#f6f8fa;border:1px solid #d8dee4;border-radius:6px">${lines}</svg><figcaption class="legend">${g.tracks.length} vehicle${g.tracks.length === 1 ? '' : 's'} near ${fmt(g.at[1], 3)}, ${fmt(g.at[0], 3)}</figcaption></figure>`
+    })
+    .join('')}</div>`
 }
 
 function segments<T extends { tS: number }>(

@@ -80,6 +80,10 @@ export interface RunReport {
   series: Sample[]
   /** The last stats() snapshot of each component. */
   stats: Record<string, Record<string, number>>
+  /** The live controls applied during the run (the dashboard's), in order. */
+  timeline?: Array<{ tS: number; control: string; detail: string; by: 'ui' | 'run' }>
+  /** Where the vehicles drove ([lon, lat] every few seconds), for runs with vehicles and an HTML report. */
+  tracks?: Array<{ id: string; points: Array<[number, number]> }>
   /** A run spread over shards under `fleetsim coordinator`: the shards, their clocks, merged latencies. */
   distributed?: DistributedReport
 }

@@ -7,6 +7,7 @@ import { BRIDGE_BOUNDS, type Bound, defaultClientId } from '../../../bridge/opti
 import { ConfigError } from '../../errors.ts'
 import { checkInt } from '../../units.ts'
 import { rememberSecret } from '../../config/redact.ts'
+import { startMetricsServer, statsMetrics } from '../../metrics/prometheus.ts'
 import { n, onceInterrupted, print, printErr, streamOption } from '../shared.ts'
 
 export const command = 'bridge'
@@ -90,6 +91,16 @@ export const builder = (y: Argv) =>
       type: 'string',
       default: '\\n',
       describe: `Appended to each message: ${Object.keys(SEPARATORS).join(' ')}`,
+    })
+    .option('metrics-port', {
+      type: 'number',
+      describe:
+        'Serve Prometheus metrics (fleetsim_bridge_*) on http://<metrics-host>:<port>/metrics; 0 = any free port',
+    })
+    .option('metrics-host', {
+      type: 'string',
+      default: '127.0.0.1',
+      describe: 'Address of the metrics endpoint; 0.0.0.0 in a container scraped by Prometheus',
     })
     .option('aggregate-bytes', {
       type: 'number',
@@ -199,9 +210,19 @@ export async function handler(args: Args): Promise<void> {
       `${s.heldMs ? ` · held ${n(s.heldMs)} ms` : ''} · batch p50 ${s.batchSize.p50} · put p99 ${s.putLatencyMs.p99} ms`
     )
   }
+  const metricsServer =
+    args.metricsPort === undefined
+      ? undefined
+      : await startMetricsServer(
+          statsMetrics('bridge', () => bridge.stats()),
+          args.metricsPort,
+          args.metricsHost,
+        )
+  if (metricsServer) print(`fleetsim bridge: metrics ${metricsServer.url}`)
   const timer = setInterval(() => print(line()), 5000)
   const outcome = await Promise.race([interrupted.promise, bridge.failed])
   clearInterval(timer)
+  await metricsServer?.close()
   await bridge.close()
   // The handler stays until the drain is done: a second Ctrl-C exits at once.
   interrupted.dispose()

@@ -133,6 +133,11 @@ const ownOptions = {
     type: 'number',
     describe: 'Serve Prometheus metrics on http://127.0.0.1:<port>/metrics while it runs (0 = any free port)',
   },
+  'metrics-host': {
+    type: 'string',
+    describe:
+      'Address of the metrics endpoint; 0.0.0.0 in a container scraped by Prometheus [default: 127.0.0.1]',
+  },
   manifest: {
     type: 'string',
     describe:
@@ -300,6 +305,7 @@ export async function handler(args: Args): Promise<void> {
     thresholds,
     reports,
     metricsPort,
+    metricsHost: (args.metricsHost as string | undefined) ?? cfg.metrics.host,
     scenario: {
       name: cfg.name ?? null,
       path: cfg.scenarioPath ?? null,
@@ -319,6 +325,7 @@ interface RunSetup {
   thresholds: { maxLoss: number; maxP99Ms?: number; minRate?: number; maxErrors?: number }
   reports: string[]
   metricsPort: number | undefined
+  metricsHost: string
   scenario: DevicesReport['scenario']
   manifest: string | undefined
 }
@@ -470,7 +477,7 @@ async function runFleet(run: RunSetup): Promise<number> {
   )
   try {
     if (run.metricsPort !== undefined) {
-      metricsServer = await startMetricsServer(metrics, run.metricsPort)
+      metricsServer = await startMetricsServer(metrics, run.metricsPort, run.metricsHost)
       print(`  metrics ${metricsServer.url}`)
     }
     let stoppedBy: DevicesReport['stoppedBy']

@@ -12,6 +12,7 @@ import { type ObjectSink, S3Sink } from '../../firehose/sink.ts'
 import { SUPPORTED_COMPRESSION } from '../../firehose/stream.ts'
 import { DURABILITY_MODES, type Durability } from '../../firehose/wal.ts'
 import { checkInt, parseDurationMs } from '../../units.ts'
+import { startMetricsServer, statsMetrics } from '../../metrics/prometheus.ts'
 import { onceInterrupted } from '../shared.ts'
 
 export const command = 'firehose'
@@ -20,6 +21,16 @@ export const describe = 'Run only the local Firehose endpoint (AWS JSON 1.1) unt
 export const builder = (y: Argv) =>
   y
     .option('port', { type: 'number', default: 4573, describe: 'HTTP port; 0 = any free port' })
+    .option('metrics-port', {
+      type: 'number',
+      describe:
+        'Serve Prometheus metrics (fleetsim_firehose_*) on http://<metrics-host>:<port>/metrics; 0 = any free port',
+    })
+    .option('metrics-host', {
+      type: 'string',
+      default: '127.0.0.1',
+      describe: 'Address of the metrics endpoint; 0.0.0.0 in a container scraped by Prometheus',
+    })
     .option('host', {
       type: 'string',
       default: '127.0.0.1',
@@ -256,8 +267,18 @@ export async function handler(args: Args): Promise<void> {
     `S3 read API on ${fh.s3Url} (aws s3 ls --recursive s3://fleetsim-local --endpoint-url ${fh.s3Url})` +
       (keys ? `; --auth sigv4: ${keys.length} access keys from ${args.credentialsFile}` : ''),
   )
+  const metricsServer =
+    args.metricsPort === undefined
+      ? undefined
+      : await startMetricsServer(
+          statsMetrics('firehose', () => fh.stats()),
+          args.metricsPort,
+          args.metricsHost,
+        )
+  if (metricsServer) console.log(`metrics ${metricsServer.url}`)
   await interrupted.promise
   interrupted.dispose()
+  await metricsServer?.close()
   await fh.close()
   const s = fh.stats()
   console.log(`accepted ${s.recordsAccepted} records, wrote ${s.objectsWritten} objects`)

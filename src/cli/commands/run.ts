@@ -22,9 +22,12 @@ import { writeReport } from '../../report/report.ts'
 import { rememberSecret } from '../../config/redact.ts'
 import { describeFsError, lockFolder } from '../../runtime/lock.ts'
 import { createProgress } from '../progress.ts'
+import { startUiServer, type UiServer } from '../../ui/server.ts'
+import { bundledRoutes, runDashboard } from '../run/dashboard.ts'
 import { type RunOutcome, runEngine } from '../run/engine.ts'
 import type { RunPhasesSpec } from '../run/phase-driver.ts'
 import { runPhases, withPhases } from '../run/phases-config.ts'
+import { recordTracks, type Track } from '../run/tracks.ts'
 import { planRun } from '../run/plan.ts'
 import { buildReport, summaryLines } from '../run/summary.ts'
 import { phaseLine } from './devices.ts'
@@ -139,6 +142,8 @@ async function runLoadTest(
     verifyAbort.abort(name)
   })
   let outcome: RunOutcome
+  let ui: UiServer | undefined
+  let tracks: { stop(): void; tracks(): Track[] } | undefined
   try {
     outcome = await runEngine({
       config,
@@ -160,12 +165,28 @@ async function runLoadTest(
       signal: abort.signal,
       verifySignal: verifyAbort.signal,
       print,
+      onLive: async (live) => {
+        // The report's map of where the vehicles drove.
+        if (config.report.html && config.fleet.devices.some((d) => d.model === 'vehicle'))
+          tracks = recordTracks(live)
+        if (!config.ui.enabled) return
+        ui = await startUiServer({
+          source: runDashboard(live),
+          port: config.ui.port,
+          host: config.ui.host,
+          routes: bundledRoutes(),
+          onError: (err) =>
+            printErr(`fleetsim: dashboard: ${err instanceof Error ? err.message : String(err)}`),
+        })
+        print(`  dashboard ${ui.url}`)
+      },
       onSample: (sample, byCause) => {
         causes = byCause
         if (!stopping) progress.update(sample)
       },
     })
   } catch (err) {
+    await ui?.close()
     if ((err as FleetsimError).code === 'FLEETSIM_ABORTED') {
       printErr('fleetsim: interrupted while starting; nothing was published')
       return 130
@@ -174,13 +195,18 @@ async function runLoadTest(
   } finally {
     stopping = true
     signal.dispose()
+    tracks?.stop()
   }
+  // The page shows the run's end (phase `ended`), then its stream closes.
+  await ui?.close()
   const last = outcome.metrics.series.at(-1)
   if (last) progress.update(last)
   progress.done()
   print(summaryLines(outcome, config).join('\n'))
   if (config.report.json || config.report.html) {
     const report = buildReport(outcome, config)
+    const driven = tracks?.tracks() ?? []
+    if (driven.length) report.tracks = driven
     for (const path of [config.report.json, config.report.html]) {
       if (!path) continue
       try {

@@ -1,7 +1,8 @@
 // The bridge as a part of `fleetsim run` in its own worker thread (src/runtime/thread.ts): its
 // spool writes, batching and SDK calls get an event loop of their own.
-import { type Bridge, type BridgeOptions, startBridge } from '../../../bridge/bridge.ts'
+import type { BridgeOptions } from '../../../bridge/bridge.ts'
 import { serveThread } from '../../runtime/thread.ts'
+import { BridgeSwitch } from './bridge-switch.ts'
 
 /** The serialisable options of startBridge (no client, clock, signal or callbacks) and the report period. */
 export type BridgePartInit = Omit<
@@ -10,7 +11,7 @@ export type BridgePartInit = Omit<
 > & { reportEveryMs: number }
 
 serveThread<unknown>((_boot, emit) => {
-  let bridge: Bridge | undefined
+  let bridge: BridgeSwitch | undefined
   let timer: NodeJS.Timeout | undefined
   const abort = new AbortController()
   const report = () => {
@@ -19,7 +20,7 @@ serveThread<unknown>((_boot, emit) => {
   return {
     async start(arg) {
       const { reportEveryMs, ...opts } = arg as BridgePartInit
-      bridge = await startBridge({
+      bridge = await BridgeSwitch.start({
         ...opts,
         signal: abort.signal,
         onError: (err) => emit('error', err instanceof Error ? err.message : String(err)),
@@ -32,6 +33,15 @@ serveThread<unknown>((_boot, emit) => {
     /** Stops waiting for the broker (a start that has not connected yet rejects with FLEETSIM_ABORTED). */
     abort: () => abort.abort(),
     stats: () => bridge?.stats(),
+    /** The dashboard's stop and start (issue 13 §3): stats carry on across them. */
+    async stopBridge() {
+      await bridge?.stop()
+      report()
+    },
+    async startBridge() {
+      await bridge?.start()
+      report()
+    },
     async close() {
       clearInterval(timer)
       await bridge?.close()

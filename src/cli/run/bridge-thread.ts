@@ -9,6 +9,10 @@ export interface BridgeThread {
   /** The latest stats the thread sent (at most reportEveryMs old). */
   stats(): BridgeStats
   readonly failed: Promise<BridgeError>
+  /** Stops the bridge (it delivers what it holds first); the thread stays, ready to start it again. */
+  stop(): Promise<void>
+  /** Starts the stopped bridge again (same client id and spool). */
+  start(): Promise<void>
   /** Drains (up to the bridge's drain timeout), stops, ends the thread. Idempotent. */
   close(): Promise<void>
 }
@@ -53,6 +57,8 @@ export async function startBridgeThread(
     thread,
     stats: () => latest!,
     failed,
+    stop: () => thread.call('stopBridge'),
+    start: () => thread.call('startBridge'),
     close() {
       closing ??= thread.close()
       return closing

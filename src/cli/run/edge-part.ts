@@ -8,6 +8,7 @@ import type { FleetsimError } from '../../errors.ts'
 import { type EmbeddedBroker, type EmbeddedBrokerOptions, startBroker } from '../../broker/index.ts'
 import { serveThread } from '../../runtime/thread.ts'
 import { drivePhases, type RunPhasesSpec } from './phase-driver.ts'
+import { type FleetControlCall, fleetControl } from './fleet-control.ts'
 
 export interface EdgePartInit {
   reportEveryMs: number
@@ -74,6 +75,8 @@ serveThread<EdgePartInit>((init, emit) => {
       })
       return { reports: await phasesRunning, stats: fleet.stats() }
     },
+    /** The dashboard's live controls and device board (issue 13), one call for all of them. */
+    control: (arg) => fleetControl(fleet, arg as FleetControlCall),
     /** One Ctrl-C reaches every phase of the fleet, connecting included. */
     abort: () => {
       phasesAbort.abort()

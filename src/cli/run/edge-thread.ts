@@ -5,6 +5,7 @@ import { FleetsimError } from '../../errors.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
 import type { EdgeFleetOptions, EdgePartInit } from './edge-part.ts'
 import type { PhaseBoundary, RunPhasesSpec } from './phase-driver.ts'
+import type { FleetControlCall, FleetControlResult } from './fleet-control.ts'
 
 /** The fleet (and in the `edge` layout the broker) running in a worker thread, as the run sees it. */
 export interface EdgeThread {
@@ -32,6 +33,8 @@ export interface EdgeThread {
   stopFleet(): Promise<{ stats: FleetStats; sent: Map<string, number> }>
   closeBroker(): Promise<void>
   close(): Promise<void>
+  /** A live control or a device-board read, applied in the fleet's thread (issue 13). */
+  control(call: FleetControlCall): Promise<FleetControlResult>
 }
 
 export async function startEdgeThread(init: EdgePartInit): Promise<EdgeThread> {
@@ -98,5 +101,6 @@ export function edgeThread(thread: ThreadPart): EdgeThread {
       closing ??= thread.close()
       return closing
     },
+    control: (call) => thread.call<FleetControlResult>('control', call),
   }
 }

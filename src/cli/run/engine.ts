@@ -24,6 +24,7 @@ import { describeFsError } from '../../runtime/lock.ts'
 import { FolderSource, type ObjectSource, sourceFrom } from '../../verify/source.ts'
 import { checkThresholds, type ThresholdCheck } from '../../verify/thresholds.ts'
 import { type RunManifest, type Verification, verifyObjects } from '../../verify/verify.ts'
+import { type ControlEvent, RunControls } from './controls.ts'
 import type { EdgeFleetOptions } from './edge-part.ts'
 import { type LoopMeter, type Parts, startParts } from './parts.ts'
 import type { RunPhasesSpec } from './phase-driver.ts'
@@ -63,7 +64,28 @@ export interface EngineOptions {
   print(text: string): void
   /** Called once a second with the run's latest sample and the fleet's error causes. */
   onSample?(sample: ReturnType<RunMetrics['sample']>, causes: Readonly<Record<string, number>>): void
+  /**
+   * Called once the parts run, before the fleet starts: the live view and controls of the run (the
+   * dashboard). A rejection ends the start as a failed part would.
+   */
+  onLive?(live: LiveRun): Promise<void> | void
   clock?: Clock
+}
+
+/** A running run as a live view reads it: its figures, its parts' dashboard hooks and its controls. */
+export interface LiveRun {
+  readonly runId: string
+  readonly startedAtMs: number
+  readonly config: RunConfig
+  readonly plan: RunPlan
+  readonly metrics: RunMetrics
+  readonly parts: Pick<
+    Parts,
+    'fleetStats' | 'bridgeStats' | 'firehoseStats' | 'fleetControl' | 'firehoseLive' | 'bridgeSwitch'
+  >
+  readonly controls: RunControls
+  /** `running` until the fleet stops, then `ending` (draining, verifying), then `ended`. */
+  phase(): 'running' | 'ending' | 'ended'
 }
 
 /** One thread's share of the run's CPU: what the report shows as the per-stage split. */
@@ -113,6 +135,8 @@ export interface RunOutcome {
   manifestError: string | undefined
   /** Each load phase's figures (measured in the fleet's thread), in order; empty without phases. */
   phases: PhaseReport[]
+  /** The controls applied while it ran (the dashboard's), in order. */
+  timeline: ControlEvent[]
 }
 
 /**
@@ -153,6 +177,12 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     onError,
     signal: o.signal,
   })
+  let phase: 'running' | 'ending' | 'ended' = 'running'
+  const controls = new RunControls(parts, {
+    startedAtMs,
+    now: () => clock.now(),
+    firehose: parts.firehoseUrl ? 'local' : 'aws',
+  })
   let metricsServer: MetricsServer | undefined
   let ticker: NodeJS.Timeout | undefined
   const points: StagePoint[] = []
@@ -170,9 +200,19 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
       `  broker ${parts.brokerUrl} · firehose ${parts.firehoseUrl ? `${parts.firehoseUrl} stream ${hc.stream} · objects under ${rel(resolve(out, 's3'))}` : `AWS stream ${hc.stream}${hc.region ? ` in ${hc.region}` : ''}`}`,
     )
     if (config.metrics.port !== undefined) {
-      metricsServer = await startMetricsServer(metrics, config.metrics.port)
+      metricsServer = await startMetricsServer(metrics, config.metrics.port, config.metrics.host)
       o.print(`  metrics ${metricsServer.url}`)
     }
+    await o.onLive?.({
+      runId,
+      startedAtMs,
+      config,
+      plan,
+      metrics,
+      parts,
+      controls,
+      phase: () => phase,
+    })
     // Progress starts before the fleet so that connecting a large fleet is not a silent wait.
     points.push(stagePoint(0, parts))
     ticker = setInterval(sampleNow, 1000)
@@ -246,8 +286,13 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
 
   // Stop: devices first (their acknowledgements drain), then the bridge receives what the broker
   // acknowledged, delivers, and the local Firehose writes what it holds.
+  phase = 'ending'
+  controls.stopTaking()
   const stopped = await parts.stopFleet()
   const publishEndMs = clock.now()
+  // A bridge stopped from the dashboard starts again to take what the broker queued for it.
+  if (!bridgeError && !threadError)
+    await controls.finish().catch((err) => onError('bridge', String(err?.message ?? err)))
   // Stopping the fleet ended the phase running, if any (reported as interrupted).
   const phaseReports = spec ? await phasesRun.catch(() => [] as PhaseReport[]) : []
   if (!bridgeError && !threadError) await waitForRelay(parts, stopped.stats.published, clock)
@@ -335,6 +380,7 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     }
   }
   await metricsServer?.close()
+  phase = 'ended'
 
   const publishDurationS = Math.max(0.001, (publishEndMs - publishStartMs) / 1000)
   const publishRate = f.published / publishDurationS
@@ -392,6 +438,7 @@ export async function runEngine(o: EngineOptions): Promise<RunOutcome> {
     manifestPath,
     manifestError,
     phases: phaseReports,
+    timeline: controls.timeline,
   }
 }
 

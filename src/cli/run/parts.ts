@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { type BridgeStats, startBridge } from '../../../bridge/bridge.ts'
+import type { BridgeStats } from '../../../bridge/bridge.ts'
 import type { BridgeError } from '../../../bridge/errors.ts'
 import { emptyFleetStats, type FleetOptions, type FleetStats, startFleet } from '../../../devices/fleet.ts'
 import {
@@ -16,16 +16,24 @@ import type { RunConfig } from '../../config/index.ts'
 import { FLEET_DEFAULTS } from '../../../devices/defaults.ts'
 import type { FleetTransport } from '../../../devices/mqtt-link.ts'
 import type { PhaseReport } from '../../../devices/phases.ts'
-import type { FleetsimError } from '../../errors.ts'
-import { type FirehoseStats, type LocalFirehose, startLocalFirehose } from '../../firehose/server.ts'
+import { FleetsimError } from '../../errors.ts'
+import type { FaultSettings, ObjectRecords } from '../../firehose/controls.ts'
+import {
+  type FirehoseSnapshot,
+  type FirehoseStats,
+  type LocalFirehose,
+  startLocalFirehose,
+} from '../../firehose/server.ts'
 import { FolderSink } from '../../firehose/sink.ts'
 import type { EncodedHistogram } from '../../metrics/histogram.ts'
 import { AbortedError } from '../../runtime/clock.ts'
 import type { ThreadPart } from '../../runtime/thread.ts'
 import { threadCpuMs } from '../../runtime/thread-cpu.ts'
+import { BridgeSwitch, type SwitchState } from './bridge-switch.ts'
 import { type BridgeThread, bootBridgeThread, startBridgeThread } from './bridge-thread.ts'
 import type { EdgeFleetOptions } from './edge-part.ts'
 import { bootEdgeThread, type EdgeThread, edgeThread } from './edge-thread.ts'
+import { type FleetControlCall, type FleetControlResult, fleetControl } from './fleet-control.ts'
 import { bootFirehoseThread, type FirehoseThread, startFirehoseThread } from './firehose-thread.ts'
 import { drivePhases, type PhaseBoundary, type RunPhasesSpec } from './phase-driver.ts'
 import type { PartName, RunPlan, ThreadName } from './plan.ts'
@@ -93,6 +101,25 @@ export interface Parts {
   written(): Promise<string[]>
   /** Closes whatever is still open (after a failed start too). Idempotent. */
   closeAll(): Promise<void>
+  /** A fleet control or device-board read, applied where the fleet runs (issue 13). */
+  fleetControl(call: FleetControlCall): Promise<FleetControlResult>
+  /** The local Firehose's live view and faults; undefined with `--firehose aws`. */
+  readonly firehoseLive: FirehoseLive | undefined
+  /** Stops and starts the bridge while the run goes on (issue 13 §3). */
+  readonly bridgeSwitch: BridgeControl
+}
+
+/** The dashboard's hooks of a local Firehose, wherever it runs. */
+export interface FirehoseLive {
+  snapshot(): Promise<FirehoseSnapshot | undefined>
+  setFaults(f: Partial<FaultSettings>): Promise<FaultSettings>
+  readObject(bucket: string, key: string, records?: number): Promise<ObjectRecords>
+}
+
+export interface BridgeControl {
+  state(): SwitchState
+  stop(): Promise<void>
+  start(): Promise<void>
 }
 
 export interface PartsHooks {
@@ -239,6 +266,7 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
     let bridgeStats: () => BridgeStats
     let bridgeFailed: Promise<BridgeError>
     let closeBridge: () => Promise<void>
+    let bridgeSwitch: BridgeControl
     if (plan.where.bridge === 'bridge') {
       const t: BridgeThread = await startBridgeThread(
         { ...bridgeOpts, reportEveryMs: REPORT_EVERY_MS },
@@ -250,8 +278,9 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       bridgeStats = () => t.stats()
       bridgeFailed = t.failed
       closeBridge = () => t.close()
+      bridgeSwitch = threadSwitch(t)
     } else {
-      const b = await startBridge({
+      const b = await BridgeSwitch.start({
         ...bridgeOpts,
         signal: hooks.signal,
         onError: (err) => hooks.onError('bridge', err instanceof Error ? err.message : String(err)),
@@ -260,6 +289,7 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       bridgeStats = () => b.stats()
       bridgeFailed = b.failed
       closeBridge = () => b.close()
+      bridgeSwitch = { state: () => b.state, stop: () => b.stop(), start: () => b.start() }
     }
 
     // Fleet: in the main thread (single) or its thread (split, edge).
@@ -354,10 +384,45 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       },
       written: async () => localSink?.written ?? (fhThread ? await fhThread.written() : []),
       closeAll,
+      fleetControl: (call) => (edge ? edge.control(call) : fleetControl(local, call)),
+      firehoseLive: fhLocal
+        ? {
+            snapshot: async () => fhLocal!.snapshot(),
+            setFaults: async (f) => fhLocal!.setFaults(f),
+            readObject: (bucket, key, records) => fhLocal!.readObject(bucket, key, records),
+          }
+        : fhThread,
+      bridgeSwitch,
     }
   } catch (err) {
     await closeAll()
     throw err
+  }
+}
+
+/** Stop and start of a bridge in its thread, with the state tracked here (the thread answers when done). */
+function threadSwitch(t: BridgeThread): BridgeControl {
+  let state: SwitchState = 'running'
+  const move = async (from: SwitchState, via: SwitchState, to: SwitchState, call: () => Promise<void>) => {
+    if (state !== from) {
+      throw new FleetsimError(
+        'FLEETSIM_CONTROL_REFUSED',
+        `the bridge is ${state}, not ${from}; nothing to ${to === 'stopped' ? 'stop' : 'start'}`,
+      )
+    }
+    state = via
+    try {
+      await call()
+      state = to
+    } catch (err) {
+      state = from === 'running' ? 'running' : 'stopped'
+      throw err
+    }
+  }
+  return {
+    state: () => state,
+    stop: () => move('running', 'stopping', 'stopped', () => t.stop()),
+    start: () => move('stopped', 'starting', 'running', () => t.start()),
   }
 }
 

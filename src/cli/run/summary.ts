@@ -129,6 +129,7 @@ export function buildReport(r: RunOutcome, config: RunConfig): RunReport {
     errors: r.errors,
     series: r.metrics.series,
     stats: r.metrics.snapshot(),
+    timeline: r.timeline,
   }
 }
 
