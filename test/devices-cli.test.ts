@@ -22,35 +22,28 @@ describe('fleetsim devices: bad flags', () => {
       /template file '\/nonexistent.yaml' cannot be read/,
     ],
   ]
-  for (const [args, re] of cases) {
-    it(`rejects ${args.join(' ')}`, async () => {
-      const broker = args.includes('--broker') ? [] : ['--broker', 'mqtt://127.0.0.1:1']
-      const r = await runCli(['devices', ...broker, ...args])
-      expect(r.stderr).toMatch(re)
-      expect(r.code).toBe(2)
-    })
-  }
-})
-
-/** The new flags are checked in-process (no spawn: nothing starts before the check fails). */
-describe('fleetsim devices: bad pacing flags', () => {
+  // Checked in-process through the CLI's main() (nothing starts before the check fails, so a spawn
+  // per case would only add start-up time); test/cli.test.ts covers the same path as a process.
   for (const [args, re] of [
+    ...cases,
     [['--connect-timeout', 'never'], /--connect-timeout 'never' is not a duration/],
     [['--pacing', 'fast'], /pacing.*Choices: "closed", "open"/s],
-  ] as const) {
+  ] as Array<[string[], RegExp]>) {
     it(`rejects ${args.join(' ')}`, async () => {
+      const broker = args.includes('--broker') ? [] : ['--broker', 'mqtt://127.0.0.1:1']
       let stderr = ''
       const write = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
         stderr += String(chunk)
         return true
       })
       try {
-        const code = await main(['devices', '--broker', 'mqtt://127.0.0.1:1', ...args])
+        const code = await main(['devices', ...broker, ...args])
         expect(code).toBe(2)
       } finally {
         write.mockRestore()
       }
       expect(stderr).toMatch(re)
+      expect(stderr).not.toMatch(/\n\s+at /)
     })
   }
 })
