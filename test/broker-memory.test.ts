@@ -116,6 +116,6 @@ describe('a client cannot take the broker memory (issue 10 §2)', () => {
     )
 
     expect(await broker.stop()).toBe(0)
-    expect(broker.cli.out.stdout).toMatch(/refused \d+ \(packetTooLarge ×\d+\)/)
+    expect(broker.cli.out.stdout).toMatch(/refused [\d,]+ \(packetTooLarge ×[\d,]+\)/)
   })
 })

@@ -46,7 +46,7 @@ describe.skipIf(!canMount)('a full disk (tmpfs; needs root)', () => {
     )
     expect(r.code).toBe(1)
     expect(r.stdout).toContain('Summary')
-    expect(r.stdout).toMatch(/records found in objects\s+\d+ of \d+/)
+    expect(r.stdout).toMatch(/records found in objects\s+[\d,]+ of [\d,]+/)
     expect(r.stdout).toMatch(
       /cannot write the run manifest '.*manifest\.json': no space left on the device \(ENOSPC\)/,
     )

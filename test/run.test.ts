@@ -282,7 +282,7 @@ describe('fleetsim run', () => {
     expect(await waiting.exited).toBe(1)
     expect(Date.now() - interruptedAt).toBeLessThan(9_000) // did not sit out the 10 s pause
     expect(waiting.out.stderr).toContain('SIGINT: stopping gracefully')
-    expect(waiting.out.stdout).toMatch(/records found in objects 0 of (\d+) expected/)
+    expect(waiting.out.stdout).toMatch(/records found in objects 0 of ([\d,]+) expected/)
     expect(waiting.out.stdout).toContain('FAILED: --max-loss 0:')
 
     // Without --verify-from it cannot know where the stream delivers: it says so and does not pass.
