@@ -23,6 +23,29 @@ export interface Figures {
 }
 
 /**
+ * One threshold's check: `what` with `%` for the figure when it was measured; a figure that could
+ * not be measured fails, saying why (`unmeasured`).
+ */
+function thresholdCheck(
+  name: string,
+  limit: number,
+  actual: number | undefined,
+  ok: (a: number) => boolean,
+  what: string,
+  unmeasured: string,
+): ThresholdCheck {
+  const measured = actual !== undefined
+  const pass = measured && ok(actual)
+  return {
+    name,
+    limit,
+    actual: measured ? actual : null,
+    ok: pass,
+    message: `${name} ${limit}: ${measured ? `${what.replace('%', actual.toLocaleString('en-US', { maximumFractionDigits: 1 }))}${pass ? '' : ' (FAILED)'}` : `not measured (FAILED): ${unmeasured}`}`,
+  }
+}
+
+/**
  * Checks every configured threshold. A threshold whose figure could not be measured fails: CI must
  * not pass on a check that did not happen.
  *
@@ -30,24 +53,7 @@ export interface Figures {
  */
 export function checkThresholds(t: RunConfig['thresholds'], f: Figures): ThresholdCheck[] {
   const checks: ThresholdCheck[] = []
-  const add = (
-    name: string,
-    limit: number,
-    actual: number | undefined,
-    ok: (a: number) => boolean,
-    what: string,
-    unmeasured: string,
-  ) => {
-    const measured = actual !== undefined
-    const pass = measured && ok(actual)
-    checks.push({
-      name,
-      limit,
-      actual: measured ? actual : null,
-      ok: pass,
-      message: `${name} ${limit}: ${measured ? `${what.replace('%', actual.toLocaleString('en-US', { maximumFractionDigits: 1 }))}${pass ? '' : ' (FAILED)'}` : `not measured (FAILED): ${unmeasured}`}`,
-    })
-  }
+  const add = (...a: Parameters<typeof thresholdCheck>) => checks.push(thresholdCheck(...a))
   if (!f.verifyDisabled)
     add(
       '--max-loss',
@@ -114,24 +120,7 @@ export interface FleetFigures {
  */
 export function checkFleetThresholds(t: FleetThresholds, f: FleetFigures): ThresholdCheck[] {
   const checks: ThresholdCheck[] = []
-  const add = (
-    name: string,
-    limit: number,
-    actual: number | undefined,
-    ok: (a: number) => boolean,
-    what: string,
-    unmeasured: string,
-  ) => {
-    const measured = actual !== undefined
-    const pass = measured && ok(actual)
-    checks.push({
-      name,
-      limit,
-      actual: measured ? actual : null,
-      ok: pass,
-      message: `${name} ${limit}: ${measured ? `${what.replace('%', actual.toLocaleString('en-US', { maximumFractionDigits: 1 }))}${pass ? '' : ' (FAILED)'}` : `not measured (FAILED): ${unmeasured}`}`,
-    })
-  }
+  const add = (...a: Parameters<typeof thresholdCheck>) => checks.push(thresholdCheck(...a))
   add(
     '--max-loss',
     t.maxLoss,
