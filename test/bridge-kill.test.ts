@@ -17,7 +17,11 @@ afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c()
 })
 
-/** Starts `fleetsim bridge` as a user would; resolves once it is subscribed. */
+/**
+ * Starts `fleetsim bridge` as a user would; resolves once it is subscribed. Its start line comes
+ * before that (a service waits for its broker as long as it takes): publishing on it alone, the
+ * first messages of a slow start had no subscriber on the broker and were never queued (CI lost 20).
+ */
 async function spawnBridge(args: string[]): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, [BIN, 'bridge', ...args], { cwd: ROOT, env: process.env })
   children.push(child)
@@ -28,8 +32,9 @@ async function spawnBridge(args: string[]): Promise<{ child: ChildProcess; outpu
   child.stderr!.on('data', (d) => {
     out += d
   })
-  await eventually(() => out.includes('fleetsim bridge:') || child.exitCode !== null, 30_000)
-  if (!out.includes('fleetsim bridge:')) throw new Error(`bridge did not start:\n${out}`)
+  const ready = () => out.includes('fleetsim bridge:') && out.includes('and subscribed to fleet/#')
+  await eventually(() => ready() || child.exitCode !== null, 30_000)
+  if (!ready()) throw new Error(`bridge did not subscribe:\n${out}`)
   return { child, output: () => out }
 }
 
@@ -75,14 +80,17 @@ describe('bridge process: kill -9 and restart', () => {
     expect(replayed).toBeGreaterThan(0)
     const sent = await load
     const expected = 20 * 500
-    let match = matchRecords(sent, await readObjects(sink.written))
+    let read = await readObjects(sink.written)
+    let match = matchRecords(sent, read)
     await eventually(async () => {
       await firehose.flush()
-      match = matchRecords(sent, await readObjects(sink.written))
+      read = await readObjects(sink.written)
+      match = matchRecords(sent, read)
       return match.lost === 0
     }, 150_000).catch((e: Error) => {
       // Name what was still missing: a slow machine and a real loss read differently.
-      throw new Error(`${e.message}: ${JSON.stringify({ ...match, missing: undefined })}`)
+      const { seen: _, ...counts } = read
+      throw new Error(`${e.message}: ${JSON.stringify({ ...match, ...counts, dir })}\n${second.output()}`)
     })
     second.child.kill('SIGTERM')
     const code = await new Promise((r) => second.child.once('exit', (c) => r(c)))

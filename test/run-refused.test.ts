@@ -1,5 +1,6 @@
 import { createServer } from 'node:net'
 import { describe, expect, it } from 'vitest'
+import { bridgeStartTimeoutMs } from '../src/cli/run/parts.ts'
 import { runCli, spawnCli, tempDir } from './helpers.ts'
 
 /** A port with nothing listening (bound, then released). */
@@ -12,6 +13,18 @@ async function closedPort(): Promise<number> {
 }
 
 describe('fleetsim run against a broker that is not there (issue 11 §4)', () => {
+  it('gives the bridge at least what is left of --connect-timeout, in whole seconds', () => {
+    // Rounded to the nearest second, 1.6 s into a 5 s timeout left 3 s: the run ended at 4.6 s.
+    for (let since = 0; since <= 4000; since += 100) {
+      const left = bridgeStartTimeoutMs(5000, since)
+      expect(left % 1000).toBe(0)
+      expect(since + left).toBeGreaterThanOrEqual(5000)
+      expect(since + left).toBeLessThan(6000)
+    }
+    expect(bridgeStartTimeoutMs(5000, 9000)).toBe(1000)
+    expect(bridgeStartTimeoutMs(0, 1600)).toBe(3_600_000)
+  })
+
   it('ends non-zero within its connect timeout, naming the URL and the cause, no stack trace', async () => {
     const port = await closedPort()
     const started = Date.now()

@@ -261,6 +261,7 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       // the process: a broker that is not there ends the run as a fleet that cannot connect would.
       startTimeoutMs: bridgeStartTimeoutMs(
         (config.fleet.extra['connectTimeoutMs'] as number | undefined) ?? FLEET_DEFAULTS.connectTimeoutMs,
+        performance.now(),
       ),
     }
     let bridgeStats: () => BridgeStats
@@ -426,11 +427,14 @@ function threadSwitch(t: BridgeThread): BridgeControl {
   }
 }
 
-/** What is left of the run's connect timeout since the process started; 0 (wait for ever) = an hour, Ctrl-C still stops it. */
-function bridgeStartTimeoutMs(connectTimeoutMs: number): number {
+/**
+ * What is left of the run's connect timeout `sinceStartMs` after the process started; 0 (wait for
+ * ever) = an hour, Ctrl-C still stops it. Rounded up to whole seconds (the bridge names the wait in
+ * its message): rounded down, a run gave up before its --connect-timeout had passed.
+ */
+export function bridgeStartTimeoutMs(connectTimeoutMs: number, sinceStartMs: number): number {
   if (connectTimeoutMs === 0) return 3_600_000
-  // Whole seconds: the bridge names the wait in its message.
-  return Math.max(1000, Math.round((connectTimeoutMs - (Date.now() - performance.timeOrigin)) / 1000) * 1000)
+  return Math.max(1000, Math.ceil((connectTimeoutMs - sinceStartMs) / 1000) * 1000)
 }
 
 function mainLoop(plan: RunPlan): LoopMeter {
