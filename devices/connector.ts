@@ -42,7 +42,12 @@ export interface ConnectorOptions {
   rampTickMs: number
   /** Attempts opened in one turn of the event loop at most (see FLEET_DEFAULTS.dialBatch). */
   dialBatch: number
-  /** While this says so, at most one batch of attempts opens per holdTickMs (connected devices come first). */
+  /**
+   * While this says so, at most one batch of attempts opens per holdTickMs (connected devices come
+   * first). Only without a ramp-up: a ramp-up is the connect pace the user asked for, and holding
+   * it back made a loaded fleet connect at a fraction of it (10,000 devices on a 10 s ramp took
+   * 56 s, against 22 s for a bare MQTT.js loop).
+   */
   holdWhile?: () => boolean
   holdTickMs: number
   backoff: ReconnectBackoff
@@ -265,7 +270,7 @@ export class Connector {
       }
     }
     let dialed = 0
-    if (this.readyHead < this.ready.length && this.opts.holdWhile?.()) {
+    if (ramp === 0 && this.readyHead < this.ready.length && this.opts.holdWhile?.()) {
       // Connected devices are served late: one batch per holdTickMs at most, so that connects
       // slow down rather than stop (a process starved by others stays behind whatever we hold).
       const wait = this.lastHeldBatchAt + this.opts.holdTickMs - now

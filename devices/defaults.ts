@@ -106,8 +106,9 @@ export const FLEET_DEFAULTS = {
    */
   dialBatch: 50,
   /**
-   * New connection attempts wait while connected devices' sends are served more than this late:
-   * connecting more devices must not make those already connected miss their schedule (issue 17).
+   * Without a ramp-up, new connection attempts wait while connected devices' sends are served more
+   * than this late: connecting more devices must not make those already connected miss their
+   * schedule (issue 17). With a ramp-up its pace wins (devices/connector.ts holdWhile).
    * Well above timer and batching noise (a few ms), well below a period at any sane rate.
    */
   maxScheduleLagMs: 100,

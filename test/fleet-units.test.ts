@@ -182,6 +182,16 @@ describe('connector', () => {
     expect(dials.length).toBe(200)
   })
 
+  it('keeps the pace of a ramp-up while connected devices are served late: the hold-back applies only without one', () => {
+    const { c, dials } = connector(200, { rampUpMs: 1000, holdWhile: () => true, dialBatch: 10 })
+    c.start()
+    vi.advanceTimersByTime(500)
+    // Half the ramp: about half the devices, not one batch of 10 per 100 ms (50).
+    expect(dials.length).toBeGreaterThanOrEqual(98)
+    vi.advanceTimersByTime(600)
+    expect(dials.length).toBe(200)
+  })
+
   it('close() stops every timer and ignores late reports', () => {
     const { c, dials } = connector(5, { concurrency: 1, rampUpMs: 1000 })
     c.start()
