@@ -21,7 +21,13 @@ export const ISSUE_TARGETS: IssueTarget[] = [
     issue: 4,
     suite: 'fleet',
     target:
-      '10,000 devices, each its own connection, at 1 msg/s for 60 s: all connected within the ramp-up, 10,000 msg/s sustained; CPU and memory per device ≤ 1.5× a bare MQTT.js connection loop; 100,000 devices held at 0.1 msg/s, every one publishing',
+      '10,000 devices, each its own connection, at 1 msg/s for 60 s: all connected within the ramp-up, 10,000 msg/s sustained; CPU and memory per device ≤ 1.5× a bare MQTT.js connection loop (its 100,000-device hold is checked under issue 17, which restated it)',
+  },
+  {
+    issue: 17,
+    suite: 'fleet',
+    target:
+      '100,000 devices held: every one connected within the 60 s ramp-up + 30 s and publishing at 0.1 msg/s (10,000 msg/s within 5 %) for at least 60 s; memory per device ≤ 1.0× a bare MQTT.js client; connect rate at 100,000 ≥ 0.8× a bare MQTT.js loop',
   },
   {
     issue: 5,
@@ -66,7 +72,13 @@ export function checkIssueTargets(
 ): IssueTargetResult[] {
   return targets.map((t) => {
     const ran = suites.find((s) => s.suite === t.suite)
-    const rows = results.filter((r) => r.suite === t.suite && r.target !== undefined)
+    // A row whose target names an issue (`source: 'issue 17: …'`) counts for that issue only; one
+    // that names none counts for every issue of its suite.
+    const rows = results.filter((r) => {
+      if (r.suite !== t.suite || r.target === undefined) return false
+      const named = /^issue (\d+)\b/.exec((r.target as { source?: string }).source ?? '')
+      return !named || Number(named[1]) === t.issue
+    })
     const count = (status: string) => rows.filter((r) => r.status === status).length
     const base = { ...t, met: count('met'), notMet: count('not met'), skipped: count('skipped') }
     if (!ran) return { ...base, status: 'not measured', reason: 'suite not in this run' }

@@ -53,9 +53,15 @@ const CPU_REPORT_MS = 1000
 const CLOSE_TIMEOUT_MS = 30_000
 
 /** Starts `entry` (a module that calls serveThread) in a worker thread with `init` as its input. */
-export async function startThread(entry: URL, init: unknown, opts: { name: string }): Promise<ThreadPart> {
+export async function startThread(
+  entry: URL,
+  init: unknown,
+  opts: { name: string; transfer?: ReadonlyArray<MessagePort> },
+): Promise<ThreadPart> {
   const worker = new Worker(BOOT, {
     workerData: { entry: entry.href, init },
+    // What `init` holds that moves to the thread rather than being copied (a MessagePort).
+    ...(opts.transfer ? { transferList: [...opts.transfer] } : {}),
     // Each part's output goes to the process's own stdout/stderr as it comes.
     stdout: false,
     stderr: false,

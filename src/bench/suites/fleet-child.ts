@@ -7,11 +7,17 @@
  *   broker  — an embedded aedes broker on TCP; prints {url}, then runs until stdin closes.
  *   ours    — startFleet over TCP to `url`: N devices, each its own connection.
  *   bare    — the baseline: a plain MQTT.js loop, mqtt.connect() per device and a setInterval each.
- *   hold    — startFleet over in-memory streams to aedes in this process (N up to 100,000).
+ *   hold    — N devices (up to 100,000) held: aedes in this thread, the fleet in one worker thread
+ *             per core (hold-part.ts), each a shard reaching the broker over a channel.
  */
+import { availableParallelism } from 'node:os'
+import { MessageChannel } from 'node:worker_threads'
 import mqtt, { type MqttClient } from 'mqtt'
 import { startFleet } from '../../../devices/fleet.ts'
 import { startBroker } from '../../broker/index.ts'
+import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
+import { startThread, type ThreadPart } from '../../runtime/thread.ts'
+import type { HoldPartInit, HoldPartStats } from './hold-part.ts'
 
 export interface ChildJob {
   kind: 'broker' | 'ours' | 'bare' | 'hold'
@@ -21,6 +27,8 @@ export interface ChildJob {
   /** Publishing window measured for CPU and throughput, after every device has connected. */
   sustainS?: number
   rampUpMs?: number
+  /** Hold: how long after the ramp-up to wait for every device before measuring anyway. */
+  graceMs?: number
 }
 
 export interface ChildResult {
@@ -34,8 +42,14 @@ export interface ChildResult {
   cpuUsPerDeviceS: number
   /** Messages published (acknowledged) per second in the sustained window. */
   msgPerS: number
-  /** Devices that published at least once (hold); broker-side distinct publishers. */
+  /** Devices that published at least once (hold: within the measured window); broker-side distinct publishers. */
   publishing: number
+  /** Hold: ms from the start until every device had connected; null when not within the ramp-up plus `graceMs`. */
+  allConnectedMs?: number | null
+  /** Hold: the fleet threads' V8 heap growth per device (the broker's memory excluded), bytes. */
+  fleetHeapPerDevice?: number
+  /** Hold: worker threads the fleet ran in. */
+  threads?: number
 }
 
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {})
@@ -54,7 +68,7 @@ if (job.kind === 'broker') {
   process.stdin.resume()
   process.stdin.on('end', () => void broker.close())
 } else {
-  const result = await measure(job)
+  const result = job.kind === 'hold' ? await measureHold(job) : await measure(job)
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }
 
@@ -68,8 +82,6 @@ async function measure(j: ChildJob): Promise<ChildResult> {
   let stats: () => { connected: number; published: number }
   let stop: () => Promise<void>
   let allConnected: Promise<void>
-  let publishing = () => 0
-  let closeBroker = async () => {}
 
   if (j.kind === 'bare') {
     const clients: MqttClient[] = []
@@ -131,31 +143,18 @@ async function measure(j: ChildJob): Promise<ChildResult> {
       await Promise.all(clients.map((c) => c.endAsync()))
     }
   } else {
-    let transport: Parameters<typeof startFleet>[0]['transport'] = { kind: 'tcp' }
-    let url = j.url!
-    if (j.kind === 'hold') {
-      const broker = await startBroker({ port: 0 })
-      const publishers = new Set<string>()
-      broker.aedes.on('publish', (_p, client) => {
-        if (client) publishers.add(client.id)
-      })
-      publishing = () => publishers.size
-      transport = { kind: 'memory', handle: (s) => broker.aedes.handle(s) }
-      url = broker.url
-      closeBroker = () => broker.close()
-    }
     const fleet = await startFleet({
-      brokerUrl: url,
+      brokerUrl: j.url!,
       devices: [{ model: 'sensor', count: n }],
       ratePerSecond: rate,
       durationMs: 0,
       qos: 1,
       seed: 1,
-      transport,
+      transport: { kind: 'tcp' },
       workers: 1,
       rampUpMs: j.rampUpMs ?? 0,
       waitForConnections: false,
-      connectConcurrency: j.kind === 'hold' ? 1000 : 100,
+      connectConcurrency: 100,
     })
     stats = () => fleet.stats()
     stop = () => fleet.stop()
@@ -164,9 +163,7 @@ async function measure(j: ChildJob): Promise<ChildResult> {
 
   const progress = setInterval(() => {
     const s = stats()
-    // The suite reads this line (fleet.ts HOLD_PROGRESS) to report a hold stopped at its time limit.
-    const held = j.kind === 'hold' ? `, publishing ${publishing()}` : ''
-    log(`${j.kind} ${n}: connected ${s.connected}${held}, published ${s.published}`)
+    log(`${j.kind} ${n}: connected ${s.connected}, published ${s.published}`)
   }, 2000)
   await allConnected
   const connectMs = Date.now() - t0
@@ -188,10 +185,118 @@ async function measure(j: ChildJob): Promise<ChildResult> {
     heapPerDevice: (m1.heapUsed - m0.heapUsed) / n,
     cpuUsPerDeviceS: (cpu.user + cpu.system) / n / windowS,
     msgPerS: published / windowS,
-    publishing: publishing(),
+    publishing: 0,
   }
   clearInterval(progress)
   await stop()
-  await closeBroker()
   return result
+}
+
+/**
+ * The hold: aedes here, the fleet in one worker thread per core, each a shard of the devices over
+ * its own channel. Waits for every device to connect, at most the ramp-up plus `graceMs`, then
+ * measures `sustainS`: messages per second, and how many devices the broker saw publish in it.
+ */
+async function measureHold(j: ChildJob): Promise<ChildResult> {
+  const n = j.devices ?? 1000
+  const rampUpMs = j.rampUpMs ?? 0
+  const sustainS = j.sustainS ?? 5
+  const threadCount = Math.max(1, availableParallelism())
+  await settle()
+  const m0 = process.memoryUsage()
+  const broker = await startBroker({ port: 0 })
+  // Distinct publishers since `since` was last reset: the devices publishing in the window.
+  let seen = new Set<string>()
+  broker.aedes.on('publish', (_p, client) => {
+    if (client) seen.add(client.id)
+  })
+  const ends: ChannelEnd[] = []
+  const threads: ThreadPart[] = []
+  const latest: HoldPartStats[] = []
+  try {
+    for (let index = 0; index < threadCount; index++) {
+      const { port1, port2 } = new MessageChannel()
+      ends.push(new ChannelEnd(portCarrier(port1), { onStream: (s) => broker.aedes.handle(s) }))
+      const init: HoldPartInit = {
+        port: port2,
+        devices: n,
+        ratePerSecond: j.ratePerSecond ?? 0.1,
+        rampUpMs,
+        shard: { index, count: threadCount },
+      }
+      threads.push(
+        await startThread(new URL('./hold-part.ts', import.meta.url), init, {
+          name: `hold-${index}`,
+          transfer: [port2],
+        }),
+      )
+      latest.push({ connected: 0, published: 0, heapUsed: 0 })
+    }
+    const heap0 = (await Promise.all(threads.map((t) => t.call<HoldPartStats>('stats')))).reduce(
+      (a, s) => a + s.heapUsed,
+      0,
+    )
+    const t0 = Date.now()
+    await Promise.all(threads.map((t) => t.call('start')))
+    const poll = async () => {
+      const all = await Promise.all(threads.map((t) => t.call<HoldPartStats>('stats')))
+      all.forEach((s, i) => {
+        latest[i] = s
+      })
+      return {
+        connected: all.reduce((a, s) => a + s.connected, 0),
+        published: all.reduce((a, s) => a + s.published, 0),
+        heapUsed: all.reduce((a, s) => a + s.heapUsed, 0),
+      }
+    }
+    // Progress for the suite (fleet.ts HOLD_PROGRESS): what it reports if stopped at its time limit.
+    let last = { connected: 0, published: 0, heapUsed: 0 }
+    const progress = setInterval(() => {
+      void poll().then((s) => {
+        last = s
+        log(`hold ${n}: connected ${s.connected}, publishing ${seen.size}, published ${s.published}`)
+      })
+    }, 2000)
+    let allConnectedMs: number | null = null
+    const deadline = t0 + rampUpMs + (j.graceMs ?? 0)
+    while (Date.now() < deadline) {
+      last = await poll()
+      if (last.connected >= n) {
+        allConnectedMs = Date.now() - t0
+        break
+      }
+      await new Promise((r) => setTimeout(r, 250))
+    }
+    await Promise.all(threads.map((t) => t.call('gc')))
+    await settle()
+    const m1 = process.memoryUsage()
+    const heap1 = (await poll()).heapUsed
+    // The window: every device connected by now (or as many as the grace allowed) publishes in it.
+    seen = new Set()
+    const c0 = process.cpuUsage()
+    const p0 = (await poll()).published
+    const w0 = Date.now()
+    await new Promise((r) => setTimeout(r, sustainS * 1000))
+    const end = await poll()
+    const windowS = (Date.now() - w0) / 1000
+    const cpu = process.cpuUsage(c0)
+    clearInterval(progress)
+    return {
+      devices: n,
+      connected: end.connected,
+      connectMs: allConnectedMs ?? Date.now() - t0,
+      allConnectedMs,
+      rssPerDevice: (m1.rss - m0.rss) / n,
+      heapPerDevice: (m1.heapUsed - m0.heapUsed) / n,
+      fleetHeapPerDevice: (heap1 - heap0) / n,
+      cpuUsPerDeviceS: (cpu.user + cpu.system) / n / windowS,
+      msgPerS: (end.published - p0) / windowS,
+      publishing: seen.size,
+      threads: threadCount,
+    }
+  } finally {
+    await Promise.all(threads.map((t) => t.close()))
+    for (const e of ends) e.close()
+    await broker.close()
+  }
 }

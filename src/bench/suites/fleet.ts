@@ -5,6 +5,13 @@ import type { ChildJob, ChildResult } from './fleet-child.ts'
 
 const CHILD = fileURLToPath(new URL('./fleet-child.ts', import.meta.url))
 const SOURCE = 'issue 4'
+const SOURCE_HOLD = 'issue 17'
+/**
+ * How long after its ramp-up the hold waits for every device to connect (issue 17: all connected
+ * within the ramp-up plus at most 30 s) before it measures anyway: a hold that cannot connect
+ * them all reports what it holds, instead of running into the suite's time limit.
+ */
+const HOLD_GRACE_MS = 30_000
 
 /** Starts a measurement child; resolves with its first stdout line (a JSON object). */
 function child(job: ChildJob, log: (l: string) => void): { proc: ChildProcess; first: Promise<unknown> } {
@@ -51,7 +58,8 @@ const HOLD_PROGRESS = /^hold (\d+): connected (\d+), publishing (\d+),/
 /**
  * The fleet at scale: connect rate, memory and CPU per device next to a bare MQTT.js connection loop
  * measured in the same run against the same embedded (aedes) broker, each side in its own process;
- * and 100,000 devices held over in-memory streams, every one publishing.
+ * and 100,000 devices held (the broker in one thread, the fleet in one worker thread per core),
+ * every one publishing.
  */
 export const suite: BenchSuite = {
   name: 'fleet',
@@ -66,6 +74,9 @@ export const suite: BenchSuite = {
     const hold = q ? 5_000 : 100_000
     const holdRate = q ? 0.25 : 0.1
     const holdRampMs = q ? 2_000 : 60_000
+    // Issue 17: every device publishing for at least 60 s; --quick: two periods.
+    const holdWindowS = q ? 2 / holdRate : 60
+    let bareHeapPerDevice: number | undefined
     const rows: BenchRow[] = []
 
     async function measureSmall(): Promise<void> {
@@ -101,6 +112,7 @@ export const suite: BenchSuite = {
       const oursL = await run({ kind: 'ours', ...job }, ctx.log)
       // The baseline's per-device CPU and memory need no full minute; half of it keeps the run in budget.
       const bareL = await run({ kind: 'bare', ...job, sustainS: q ? sustainS : sustainS / 2 }, ctx.log)
+      bareHeapPerDevice = bareL.heapPerDevice
       const n = large.toLocaleString('en-US')
       rows.push({
         figure: `time to connect ${n} devices (ramp-up ${rampMs / 1000} s)`,
@@ -142,9 +154,11 @@ export const suite: BenchSuite = {
       broker.proc.kill()
     }
 
-    // Many devices held in one process over in-memory streams, every one publishing.
-    const holdFigure = `devices publishing, ${hold.toLocaleString('en-US')} held at ${holdRate} msg/s (in-memory streams)`
-    const holdTarget = { minValue: hold, source: `${SOURCE}: every one publishing` }
+    // Many devices held: the broker in one thread, the fleet in one worker thread per core, every
+    // device its own MQTT connection over a channel (fleet-child.ts measureHold).
+    const h = hold.toLocaleString('en-US')
+    const holdFigure = `devices publishing, ${h} held at ${holdRate} msg/s`
+    const holdTarget = { minValue: hold, source: `${SOURCE_HOLD}: every one publishing` }
     const holdStarted = Date.now()
     // Where the hold is, as it goes: what the report shows if the suite is stopped at its time limit.
     const holdLog = (line: string) => {
@@ -164,25 +178,58 @@ export const suite: BenchSuite = {
       ])
     }
     const held = await run(
-      // One period and a bit after all connected: every device has sent at least once.
-      // Connects are spread over a ramp so that the fleet's clock starts once all are connected: a
-      // clock started earlier (30 s after the ramp at the latest) fills the offline queues of devices
-      // still waiting to connect, whose bursts then slow the connects further.
+      // Connects spread over the ramp-up; at most HOLD_GRACE_MS after it, the window is measured.
       {
         kind: 'hold',
         devices: hold,
         ratePerSecond: holdRate,
-        sustainS: 1 / holdRate + 3,
+        sustainS: holdWindowS,
         rampUpMs: holdRampMs,
+        graceMs: HOLD_GRACE_MS,
       },
       holdLog,
     )
+    const graceS = (holdRampMs + HOLD_GRACE_MS) / 1000
+    const threads = `${held.threads} fleet thread${held.threads === 1 ? '' : 's'} + the broker's`
+    rows.push({
+      figure: `devices connected within the ramp-up (${holdRampMs / 1000} s) + ${HOLD_GRACE_MS / 1000} s, ${h} held`,
+      value: held.allConnectedMs === null ? held.connected : hold,
+      unit: 'devices',
+      target: { minValue: hold, source: `${SOURCE_HOLD}: all connected within the ramp-up + 30 s` },
+      note:
+        held.allConnectedMs === null
+          ? `not all connected within ${graceS} s; ${held.connected.toLocaleString('en-US')} by the end of the window (${threads})`
+          : `all connected in ${(held.allConnectedMs! / 1000).toFixed(1)} s (${threads})`,
+    })
     rows.push({
       figure: holdFigure,
       value: held.publishing,
       unit: 'devices',
       target: holdTarget,
-      note: `connected in ${(held.connectMs / 1000).toFixed(1)} s; ${Math.round(held.msgPerS).toLocaleString('en-US')} msg/s; ${kib(held.rssPerDevice).toFixed(1)} KiB RSS per device incl. broker`,
+      note: `distinct publishers the broker saw in the ${holdWindowS} s window`,
+    })
+    rows.push({
+      figure: `publish rate, ${h} held at ${holdRate} msg/s for ${holdWindowS} s`,
+      value: held.msgPerS,
+      unit: 'msg/s',
+      target: {
+        minValue: hold * holdRate * 0.95,
+        source: `${SOURCE_HOLD}: ${(hold * holdRate).toLocaleString('en-US')} msg/s within 5 %`,
+      },
+      note: 'QoS 1, acknowledged by aedes in the same process',
+    })
+    rows.push({
+      figure: `fleet heap per device, ${h} held`,
+      value: kib(held.fleetHeapPerDevice ?? Number.NaN),
+      unit: 'KiB',
+      ...(bareHeapPerDevice === undefined
+        ? {}
+        : {
+            baseline: `bare MQTT.js connection, heap at ${large.toLocaleString('en-US')} (TCP)`,
+            baselineValue: kib(bareHeapPerDevice),
+            target: { maxRatio: 1, source: SOURCE_HOLD },
+          }),
+      note: `the fleet threads' heap only; ${kib(held.rssPerDevice).toFixed(1)} KiB RSS per device with the broker, whose heap is ${kib(held.heapPerDevice).toFixed(1)} KiB per device`,
     })
     return rows
   },
