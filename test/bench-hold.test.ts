@@ -49,6 +49,22 @@ describe("the fleet suite's hold (issue 17)", () => {
     expect(stderr).not.toMatch(/\n\s+at /)
   }, 90_000)
 
+  it('runs its baseline, the bare MQTT.js loop, in the same threads over the same channels', async () => {
+    const { result } = await runChild({
+      kind: 'bare-hold',
+      devices: 1001,
+      ratePerSecond: 1,
+      rampUpMs: 500,
+      graceMs: 30_000,
+      sustainS: 3,
+    })
+    expect(result.threads).toBe(Math.max(1, availableParallelism()))
+    // Every device of every shard (1,001 does not split evenly) connected and published.
+    expect(result.connected).toBe(1001)
+    expect(result.publishing).toBe(1001)
+    expect(result.fleetHeapPerDevice).toBeGreaterThan(0)
+  }, 90_000)
+
   it('measures anyway once the grace after the ramp-up has passed, saying not every device connected', async () => {
     // 1 ms of grace: the window starts before 5,000 devices can have connected.
     const { result } = await runChild({

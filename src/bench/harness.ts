@@ -79,8 +79,14 @@ export interface BenchSuite {
   run(ctx: BenchContext): Promise<BenchRow[]>
 }
 
-/** How long the whole run may take, every suite together (issue 7: 2 minutes quick, 10 full). */
-export const RUN_BUDGET_S = { quick: 120, full: 600 }
+/**
+ * How long the whole run may take, every suite together. Issue 7 set 2 minutes quick and 10 full;
+ * issue 17 then asked for windows that alone take some 6 minutes of the `fleet` suite (10,000
+ * devices for 60 s beside a bare loop; 100,000 held over a 60 s ramp-up + up to 30 s + 60 s, and
+ * the bare loop's hold beside it), and for the budget to say what a full run takes: three full
+ * runs in a row on this 2-core machine took 15–16 minutes (README "Benchmarks").
+ */
+export const RUN_BUDGET_S = { quick: 120, full: 1080 }
 
 /** How long a suite may run when it does not say: a guard against a hung suite, not its budget. */
 export const DEFAULT_SUITE_TIMEOUT_MS = { quick: 120_000, full: 600_000 }

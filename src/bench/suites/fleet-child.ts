@@ -9,18 +9,20 @@
  *   bare    — the baseline: a plain MQTT.js loop, mqtt.connect() per device and a setInterval each.
  *   hold    — N devices (up to 100,000) held: aedes in this thread, the fleet in one worker thread
  *             per core (hold-part.ts), each a shard reaching the broker over a channel.
+ *   bare-hold — the same with the bare MQTT.js loop in the threads: the hold's baseline.
  */
 import { availableParallelism } from 'node:os'
 import { MessageChannel } from 'node:worker_threads'
-import mqtt, { type MqttClient } from 'mqtt'
+import mqtt from 'mqtt'
 import { startFleet } from '../../../devices/fleet.ts'
 import { startBroker } from '../../broker/index.ts'
 import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
+import { bareLoop } from './bare-loop.ts'
 import type { HoldPartInit, HoldPartStats } from './hold-part.ts'
 
 export interface ChildJob {
-  kind: 'broker' | 'ours' | 'bare' | 'hold'
+  kind: 'broker' | 'ours' | 'bare' | 'hold' | 'bare-hold'
   url?: string
   devices?: number
   ratePerSecond?: number
@@ -68,7 +70,7 @@ if (job.kind === 'broker') {
   process.stdin.resume()
   process.stdin.on('end', () => void broker.close())
 } else {
-  const result = job.kind === 'hold' ? await measureHold(job) : await measure(job)
+  const result = job.kind === 'hold' || job.kind === 'bare-hold' ? await measureHold(job) : await measure(job)
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }
 
@@ -84,64 +86,17 @@ async function measure(j: ChildJob): Promise<ChildResult> {
   let allConnected: Promise<void>
 
   if (j.kind === 'bare') {
-    const clients: MqttClient[] = []
-    let published = 0
-    let connected = 0
-    const timers: NodeJS.Timeout[] = []
-    const periodMs = 1000 / rate
-    let resolveAll!: () => void
-    allConnected = new Promise((r) => {
-      resolveAll = r
+    const loop = bareLoop({
+      devices: n,
+      ratePerSecond: rate,
+      rampUpMs: j.rampUpMs ?? 0,
+      concurrency: 100,
+      idPrefix: 'bare-',
+      connect: (clientId) => mqtt.connect(j.url!, { clientId, queueQoSZero: false }),
     })
-    // A plain loop as a user would write it: connect each device (at most 100 opening at once,
-    // spread over the ramp-up like ours), then one setInterval per device.
-    let next = 0
-    let opening = 0
-    const start = Date.now()
-    const openMore = () => {
-      const allowed = j.rampUpMs ? Math.ceil(((Date.now() - start) / j.rampUpMs) * n) : n
-      while (next < n && next < allowed && opening < 100) {
-        const i = next++
-        opening++
-        const id = `bare-${i}`
-        const c = mqtt.connect(j.url!, { clientId: id, queueQoSZero: false })
-        clients.push(c)
-        c.once('connect', () => {
-          opening--
-          connected++
-          if (connected === n) resolveAll()
-          let seq = 0
-          const send = () => {
-            seq++
-            const payload = JSON.stringify({
-              deviceId: id,
-              seq,
-              ts: Date.now(),
-              temperatureC: 21.5,
-              humidityPct: 40.1,
-            })
-            c.publish(`fleet/bare/${id}/telemetry`, payload, { qos: 1 }, (err) => {
-              if (!err) published++
-            })
-          }
-          // Same schedule as ours: the first send at a random point of the first period, then every period.
-          const first = setTimeout(() => {
-            send()
-            timers.push(setInterval(send, periodMs))
-          }, Math.random() * periodMs)
-          timers.push(first)
-          setImmediate(openMore)
-        })
-        c.on('error', () => {})
-      }
-      if (next < n) setTimeout(openMore, 10)
-    }
-    openMore()
-    stats = () => ({ connected, published })
-    stop = async () => {
-      for (const t of timers) clearTimeout(t)
-      await Promise.all(clients.map((c) => c.endAsync()))
-    }
+    stats = loop.stats
+    stop = loop.stop
+    allConnected = loop.allConnected
   } else {
     const fleet = await startFleet({
       brokerUrl: j.url!,
@@ -223,6 +178,7 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
         ratePerSecond: j.ratePerSecond ?? 0.1,
         rampUpMs,
         shard: { index, count: threadCount },
+        bare: j.kind === 'bare-hold',
       }
       threads.push(
         await startThread(new URL('./hold-part.ts', import.meta.url), init, {
@@ -254,7 +210,7 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
     const progress = setInterval(() => {
       void poll().then((s) => {
         last = s
-        log(`hold ${n}: connected ${s.connected}, publishing ${seen.size}, published ${s.published}`)
+        log(`${j.kind} ${n}: connected ${s.connected}, publishing ${seen.size}, published ${s.published}`)
       })
     }, 2000)
     let allConnectedMs: number | null = null

@@ -2,12 +2,15 @@
  * One shard of the `fleet` suite's 100,000-device hold, in a worker thread of its own
  * (fleet-child.ts starts one per core): its devices reach the broker in the main thread over one
  * channel (src/runtime/channel.ts), each device with its own MQTT connection, so that the fleet's
- * MQTT.js clients and the broker do not share one core.
+ * MQTT.js clients and the broker do not share one core. With `bare`, the same shard is the bare
+ * MQTT.js loop (bare-loop.ts) over the same channel: the hold's baseline.
  */
 import type { MessagePort } from 'node:worker_threads'
+import mqtt, { type IClientOptions } from 'mqtt'
 import { type Fleet, startFleet } from '../../../devices/fleet.ts'
 import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { serveThread } from '../../runtime/thread.ts'
+import { type BareLoop, bareLoop } from './bare-loop.ts'
 
 export interface HoldPartInit {
   port: MessagePort
@@ -15,6 +18,8 @@ export interface HoldPartInit {
   ratePerSecond: number
   rampUpMs: number
   shard: { index: number; count: number }
+  /** Run the bare MQTT.js loop instead of fleetsim's fleet. */
+  bare?: boolean
 }
 
 export interface HoldPartStats {
@@ -27,8 +32,23 @@ export interface HoldPartStats {
 serveThread<HoldPartInit>((init) => {
   const end = new ChannelEnd(portCarrier(init.port))
   let fleet: Fleet | undefined
+  let bare: BareLoop | undefined
   return {
     async start() {
+      if (init.bare) {
+        const { index, count } = init.shard
+        const options: IClientOptions = { queueQoSZero: false }
+        bare = bareLoop({
+          // This shard's share of the devices, as the fleet's shards split them.
+          devices: Math.floor(init.devices / count) + (index < init.devices % count ? 1 : 0),
+          ratePerSecond: init.ratePerSecond,
+          rampUpMs: init.rampUpMs,
+          concurrency: 1000,
+          idPrefix: `bare-${index}-`,
+          connect: (clientId) => new mqtt.MqttClient(() => end.open() as never, { ...options, clientId }),
+        })
+        return true
+      }
       fleet = await startFleet({
         brokerUrl: 'mqtt://fleetsim-channel',
         devices: [{ model: 'sensor', count: init.devices }],
@@ -46,7 +66,7 @@ serveThread<HoldPartInit>((init) => {
       return true
     },
     stats(): HoldPartStats {
-      const s = fleet?.stats()
+      const s = fleet?.stats() ?? bare?.stats()
       return {
         connected: s?.connected ?? 0,
         published: s?.published ?? 0,
@@ -59,6 +79,7 @@ serveThread<HoldPartInit>((init) => {
     },
     async close() {
       await fleet?.stop()
+      await bare?.stop()
       end.close()
     },
   }
