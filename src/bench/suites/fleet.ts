@@ -198,11 +198,14 @@ export const suite: BenchSuite = {
       ((r.allConnectedMs === null ? r.connected : hold) / r.connectMs) * 1000
     const connectedNote = (r: ChildResult) =>
       r.allConnectedMs == null
-        ? `not all connected within ${graceS} s: ${r.connected.toLocaleString('en-US')} by the end of the window`
-        : `all connected in ${(r.allConnectedMs / 1000).toFixed(1)} s`
+        ? `${r.connected.toLocaleString('en-US')} connected by the end of the window`
+        : `all connected in ${(r.allConnectedMs / 1000).toFixed(1)} s` +
+          (r.allConnectedMs > graceS * 1000
+            ? ` (${(r.connectedInGrace ?? 0).toLocaleString('en-US')} within ${graceS} s)`
+            : '')
     rows.push({
       figure: `devices connected within the ramp-up (${holdRampMs / 1000} s) + ${HOLD_GRACE_MS / 1000} s, ${h} held`,
-      value: held.allConnectedMs == null ? held.connected : hold,
+      value: held.connectedInGrace ?? 0,
       unit: 'devices',
       target: { minValue: hold, source: `${SOURCE_HOLD}: all connected within the ramp-up + 30 s` },
       note: `${connectedNote(held)} (${threads})`,
@@ -240,13 +243,12 @@ export const suite: BenchSuite = {
       figure: `publish rate, ${h} held at ${holdRate} msg/s for ${holdWindowS} s`,
       value: held.msgPerS,
       unit: 'msg/s',
-      baseline: `bare MQTT.js loop, ${bareHoldWindowS} s`,
-      baselineValue: bareHeld.msgPerS,
       target: {
         minValue: hold * holdRate * 0.95,
         source: `${SOURCE_HOLD}: ${(hold * holdRate).toLocaleString('en-US')} msg/s within 5 %`,
       },
-      note: 'QoS 1, acknowledged by aedes in the same process',
+      // Not a ratio: the bare loop's window follows its own connects, whose backlog it still drains.
+      note: `QoS 1, acknowledged by aedes in the same process; the bare loop's ${bareHoldWindowS} s window: ${Math.round(bareHeld.msgPerS).toLocaleString('en-US')} msg/s`,
     })
     rows.push({
       figure: `memory per device, ${h} held, broker excluded`,
@@ -255,7 +257,7 @@ export const suite: BenchSuite = {
       baseline: 'bare MQTT.js connection, same threads',
       baselineValue: kib(bareHeld.fleetHeapPerDevice ?? Number.NaN),
       target: { maxRatio: 1, source: SOURCE_HOLD },
-      note: "the fleet threads' V8 heap after all connected (after GC), per device",
+      note: "the fleet threads' V8 heap after the window (after GC), per device connected",
     })
     rows.push({
       figure: `memory per device, ${h} held, broker included`,
