@@ -72,8 +72,13 @@ if (job.kind === 'broker') {
   process.stdin.resume()
   process.stdin.on('end', () => void broker.close())
 } else {
-  const result = job.kind === 'hold' || job.kind === 'bare-hold' ? await measureHold(job) : await measure(job)
+  const hold = job.kind === 'hold' || job.kind === 'bare-hold'
+  const result = hold ? await measureHold(job) : await measure(job)
+  // Synchronous on a pipe (Linux): written before the exit below.
   process.stdout.write(`${JSON.stringify(result)}\n`)
+  // A hold's measurements are done: ending 100,000 connections one by one measures nothing and once
+  // took the suite past its limit (the bare loop's graceful ends). The process ends them all.
+  if (hold) process.exit(0)
 }
 
 async function measure(j: ChildJob): Promise<ChildResult> {
@@ -259,9 +264,10 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
       publishing: seen.size,
       threads: threadCount,
     }
-  } finally {
+  } catch (err) {
     await Promise.all(threads.map((t) => t.close()))
     for (const e of ends) e.close()
     await broker.close()
+    throw err
   }
 }
