@@ -193,9 +193,12 @@ export const suite: BenchSuite = {
     )
     const graceS = (holdRampMs + HOLD_GRACE_MS) / 1000
     const threads = `${held.threads} fleet thread${held.threads === 1 ? '' : 's'} + the broker's`
-    // What every device connected takes, or (not all within the grace) the rate up to the window.
+    // Devices connected within the grace per second it took them: every device over the time all
+    // took, or those the grace saw over the ramp-up + grace (never the window's time).
     const connectRate = (r: ChildResult) =>
-      ((r.allConnectedMs === null ? r.connected : hold) / r.connectMs) * 1000
+      r.allConnectedMs != null && r.allConnectedMs <= graceS * 1000
+        ? (hold / r.allConnectedMs) * 1000
+        : (r.connectedInGrace ?? 0) / graceS
     const connectedNote = (r: ChildResult) =>
       r.allConnectedMs == null
         ? `${r.connected.toLocaleString('en-US')} connected by the end of the window`
