@@ -36,14 +36,14 @@ describe("the fleet suite's hold (issue 17)", () => {
       ratePerSecond: 1,
       rampUpMs: 1000,
       graceMs: 30_000,
-      sustainS: 3,
+      sustainS: 6,
     })
     console.log(`hold of 2,000: ${JSON.stringify(result)}`)
     expect(result.threads).toBe(Math.max(1, availableParallelism()))
     expect(result.connected).toBe(2000)
     expect(result.connectedInGrace).toBe(2000)
     expect(result.allConnectedMs).toBeGreaterThan(0)
-    // At 1 msg/s over a 3 s window every device publishes, and the broker saw each of them.
+    // At 1 msg/s over a 6 s window every device publishes (a loaded machine too), and the broker saw each of them.
     expect(result.publishing).toBe(2000)
     expect(result.msgPerS).toBeGreaterThan(0)
     expect(result.fleetHeapPerDevice).toBeGreaterThan(0)
@@ -57,7 +57,7 @@ describe("the fleet suite's hold (issue 17)", () => {
       ratePerSecond: 1,
       rampUpMs: 500,
       graceMs: 30_000,
-      sustainS: 3,
+      sustainS: 6,
     })
     expect(result.threads).toBe(Math.max(1, availableParallelism()))
     // Every device of every shard (1,001 does not split evenly) connected and published.
