@@ -167,14 +167,13 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
   await settle()
   const m0 = process.memoryUsage()
   const broker = await startBroker({ port: 0 })
-  // Distinct publishers since `since` was last reset: the devices publishing in the window.
+  // Distinct publishers since `seen` was last reset: the devices publishing in the window.
   let seen = new Set<string>()
   broker.aedes.on('publish', (_p, client) => {
     if (client) seen.add(client.id)
   })
   const ends: ChannelEnd[] = []
   const threads: ThreadPart[] = []
-  const latest: HoldPartStats[] = []
   try {
     for (let index = 0; index < threadCount; index++) {
       const { port1, port2 } = new MessageChannel()
@@ -193,13 +192,13 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
           transfer: [port2],
         }),
       )
-      latest.push({ connected: 0, published: 0, heapUsed: 0 })
     }
     const heap0 = (await Promise.all(threads.map((t) => t.call<HoldPartStats>('stats')))).reduce(
       (a, s) => a + s.heapUsed,
       0,
     )
     const t0 = Date.now()
+    const deadline = t0 + rampUpMs + (j.graceMs ?? 0)
     await Promise.all(threads.map((t) => t.call('start')))
     // When every device was first seen connected, and the count last seen within the grace.
     let allConnectedAt: number | undefined
@@ -207,16 +206,13 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
     const poll = async () => {
       const asked = Date.now()
       const all = await Promise.all(threads.map((t) => t.call<HoldPartStats>('stats')))
-      all.forEach((s, i) => {
-        latest[i] = s
-      })
       const sum = {
         connected: all.reduce((a, s) => a + s.connected, 0),
         published: all.reduce((a, s) => a + s.published, 0),
         heapUsed: all.reduce((a, s) => a + s.heapUsed, 0),
       }
       // A count is as of when it was asked: the threads answer once they get to it.
-      if (asked <= t0 + rampUpMs + (j.graceMs ?? 0)) lastInGrace = Math.max(lastInGrace, sum.connected)
+      if (asked <= deadline) lastInGrace = Math.max(lastInGrace, sum.connected)
       if (sum.connected >= n && allConnectedAt === undefined) allConnectedAt = asked
       return sum
     }
@@ -228,7 +224,6 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
         log(`${j.kind} ${n}: connected ${s.connected}, publishing ${seen.size}, published ${s.published}`)
       })
     }, 2000)
-    const deadline = t0 + rampUpMs + (j.graceMs ?? 0)
     while (Date.now() < deadline && last.connected < n) {
       await new Promise((r) => setTimeout(r, 250))
       last = await poll()

@@ -7,7 +7,7 @@
  */
 import type { MessagePort } from 'node:worker_threads'
 import mqtt, { type IClientOptions } from 'mqtt'
-import { type Fleet, startFleet } from '../../../devices/fleet.ts'
+import { type Fleet, localDeviceCount, startFleet } from '../../../devices/fleet.ts'
 import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { serveThread } from '../../runtime/thread.ts'
 import { type BareLoop, bareLoop } from './bare-loop.ts'
@@ -31,27 +31,27 @@ export interface HoldPartStats {
 
 serveThread<HoldPartInit>((init) => {
   const end = new ChannelEnd(portCarrier(init.port))
+  const mix = [{ model: 'sensor', count: init.devices }]
   let fleet: Fleet | undefined
   let bare: BareLoop | undefined
   return {
     async start() {
       if (init.bare) {
-        const { index, count } = init.shard
         const options: IClientOptions = { queueQoSZero: false }
         bare = bareLoop({
           // This shard's share of the devices, as the fleet's shards split them.
-          devices: Math.floor(init.devices / count) + (index < init.devices % count ? 1 : 0),
+          devices: localDeviceCount({ devices: mix, shard: init.shard }),
           ratePerSecond: init.ratePerSecond,
           rampUpMs: init.rampUpMs,
           concurrency: 1000,
-          idPrefix: `bare-${index}-`,
+          idPrefix: `bare-${init.shard.index}-`,
           connect: (clientId) => new mqtt.MqttClient(() => end.open() as never, { ...options, clientId }),
         })
         return true
       }
       fleet = await startFleet({
         brokerUrl: 'mqtt://fleetsim-channel',
-        devices: [{ model: 'sensor', count: init.devices }],
+        devices: mix,
         shard: init.shard,
         ratePerSecond: init.ratePerSecond,
         durationMs: 0,
