@@ -3,7 +3,6 @@ import { type PlanInput, planRun } from '../src/cli/run/plan.ts'
 
 const base: PlanInput = {
   cpus: 2,
-  fdLimit: 20_000,
   devices: 200,
   embeddedBroker: true,
   localFirehose: true,
@@ -12,24 +11,27 @@ const base: PlanInput = {
 }
 
 describe('where the parts of a run go', () => {
-  it('spreads fleet, bridge and Firehose over threads with the broker in the main thread on 2 cores', () => {
+  it('spreads fleet, bridge and Firehose over threads with the broker in the main thread on 2 cores, devices over a channel', () => {
     const p = planRun(base)
     expect(p).toMatchObject({
       layout: 'split',
-      transport: 'tcp',
+      transport: 'channel',
       where: { fleet: 'fleet', broker: 'main', bridge: 'bridge', firehose: 'firehose' },
     })
+    expect(p.describe).toContain('devices over a channel')
+    // A channel costs no descriptor per device: a fleet of any size keeps the split layout.
+    expect(planRun({ ...base, devices: 100_000 })).toMatchObject({ layout: 'split', transport: 'channel' })
+    expect(planRun({ ...base, transport: 'tcp' })).toMatchObject({ layout: 'split', transport: 'tcp' })
   })
 
-  it('keeps a fleet too large for TCP with the broker, over in-memory streams', () => {
-    const p = planRun({ ...base, devices: 100_000 })
+  it('keeps the fleet with the broker, over in-memory streams, with --transport memory', () => {
+    const p = planRun({ ...base, transport: 'memory' })
     expect(p).toMatchObject({
       layout: 'edge',
       transport: 'memory',
       where: { fleet: 'fleet', broker: 'fleet' },
     })
-    expect(p.reason).toContain('200,500 file descriptors, over this process')
-    expect(planRun({ ...base, transport: 'memory' }).layout).toBe('edge')
+    expect(p.reason).toContain('--transport memory')
   })
 
   it('runs everything in one thread on one core or with --single-thread, in-memory unless --transport tcp', () => {

@@ -28,7 +28,7 @@ export interface RunReport {
   /** How the parts were spread over threads, and each thread's busy CPU seconds (absent in a coordinated run). */
   engine?: {
     layout: 'single' | 'split' | 'edge'
-    transport: 'memory' | 'tcp'
+    transport: 'memory' | 'channel' | 'tcp'
     describe: string
     reason: string
     threads: Array<{

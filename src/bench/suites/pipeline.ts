@@ -2,7 +2,6 @@ import { availableParallelism } from 'node:os'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fdLimit } from '../../../devices/limits.ts'
 import { startBroker } from '../../broker/index.ts'
 import { resolveRunConfig } from '../../config/index.ts'
 import { runEngine } from '../../cli/run/engine.ts'
@@ -61,7 +60,6 @@ export const suite: BenchSuite = {
       })
       const plan = planRun({
         cpus: availableParallelism(),
-        fdLimit: fdLimit(),
         devices: s.devices,
         embeddedBroker: true,
         localFirehose: true,

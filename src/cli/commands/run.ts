@@ -7,7 +7,6 @@ import { deviceRefs } from '../../../devices/fleet.ts'
 import { checkIdentities, type IdentityOptions } from '../../../devices/identity.ts'
 import type { Phase } from '../../../devices/phases.ts'
 import type { FleetOptions } from '../../../devices/fleet.ts'
-import { fdLimit } from '../../../devices/limits.ts'
 import { parseModelParams, resolveModelParams } from '../../../devices/params.ts'
 import { MODELS } from '../../../devices/registry.ts'
 import {
@@ -121,7 +120,6 @@ async function runLoadTest(
   const total = config.fleet.devices.reduce((s, d) => s + d.count, 0)
   const plan = planRun({
     cpus: availableParallelism(),
-    fdLimit: fdLimit(),
     devices: total,
     embeddedBroker: config.broker.url === 'embedded',
     localFirehose: config.firehose.mode === 'local',

@@ -1,22 +1,27 @@
 // The fleet of `fleetsim run` in its own worker thread, and in the `edge` layout the embedded broker
 // with it (devices over in-memory streams, the broker also listening on TCP for the bridge). The run
-// starts the broker first (when it is here), then, once the bridge has subscribed, the fleet.
+// starts the broker first (when it is here), then, once the bridge has subscribed, the fleet. In the
+// `split` layout the devices reach the broker in the main thread over a channel (`init.port`) or TCP.
+import type { MessagePort } from 'node:worker_threads'
 import { type Fleet, type FleetOptions, startFleet } from '../../../devices/fleet.ts'
 import type { FleetTransport } from '../../../devices/mqtt-link.ts'
 import type { PhaseReport } from '../../../devices/phases.ts'
 import type { FleetsimError } from '../../errors.ts'
 import { type EmbeddedBroker, type EmbeddedBrokerOptions, startBroker } from '../../broker/index.ts'
+import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { serveThread } from '../../runtime/thread.ts'
 import { drivePhases, type RunPhasesSpec } from './phase-driver.ts'
 import { type FleetControlCall, fleetControl } from './fleet-control.ts'
 
 export interface EdgePartInit {
   reportEveryMs: number
+  /** The channel to the broker in the main thread (transferred): devices with transport 'channel' open their streams on it. */
+  port?: MessagePort
 }
 
 /** Fleet options that can cross a thread boundary: the transport is named, the part builds it. */
 export type EdgeFleetOptions = Omit<FleetOptions, 'transport' | 'signal' | 'clock'> & {
-  transport: 'memory' | 'tcp'
+  transport: 'memory' | 'channel' | 'tcp'
 }
 
 serveThread<EdgePartInit>((init, emit) => {
@@ -29,6 +34,7 @@ serveThread<EdgePartInit>((init, emit) => {
   let phasesRunning: Promise<PhaseReport[]> | undefined
   let fleetOpts: EdgeFleetOptions | undefined
   let fleetTransport: FleetTransport = { kind: 'tcp' }
+  const channel = init.port ? new ChannelEnd(portCarrier(init.port)) : undefined
   const report = () => emit('stats', { fleet: fleet?.stats(), broker: broker?.stats() })
   return {
     async startBroker(arg) {
@@ -48,7 +54,11 @@ serveThread<EdgePartInit>((init, emit) => {
       const b = broker
       fleetOpts = arg as EdgeFleetOptions
       fleetTransport =
-        b && transport === 'memory' ? { kind: 'memory', handle: (s) => b.handle(s) } : { kind: 'tcp' }
+        b && transport === 'memory'
+          ? { kind: 'memory', handle: (s) => b.handle(s) }
+          : channel && transport === 'channel'
+            ? { kind: 'channel', open: () => channel.open() }
+            : { kind: 'tcp' }
       fleet = await startFleet({
         ...opts,
         transport: fleetTransport,
@@ -99,6 +109,7 @@ serveThread<EdgePartInit>((init, emit) => {
       clearInterval(timer)
       await fleet?.stop()
       await broker?.close()
+      channel?.close()
     },
   }
 })

@@ -43,7 +43,10 @@ export async function startEdgeThread(init: EdgePartInit): Promise<EdgeThread> {
 
 /** Starts the thread only (the slow part: a thread loads its modules), to overlap with others. */
 export const bootEdgeThread = (init: EdgePartInit) =>
-  startThread(new URL('./edge-part.ts', import.meta.url), init, { name: 'fleet' })
+  startThread(new URL('./edge-part.ts', import.meta.url), init, {
+    name: 'fleet',
+    ...(init.port ? { transfer: [init.port] } : {}),
+  })
 
 /** The run's view of a booted fleet thread. */
 export function edgeThread(thread: ThreadPart): EdgeThread {

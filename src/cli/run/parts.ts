@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { MessageChannel } from 'node:worker_threads'
 import type { BridgeStats } from '../../../bridge/bridge.ts'
 import type { BridgeError } from '../../../bridge/errors.ts'
 import { emptyFleetStats, type FleetOptions, type FleetStats, startFleet } from '../../../devices/fleet.ts'
@@ -26,6 +27,7 @@ import {
 } from '../../firehose/server.ts'
 import { FolderSink } from '../../firehose/sink.ts'
 import type { EncodedHistogram } from '../../metrics/histogram.ts'
+import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { AbortedError } from '../../runtime/clock.ts'
 import type { ThreadPart } from '../../runtime/thread.ts'
 import { threadCpuMs } from '../../runtime/thread-cpu.ts'
@@ -153,8 +155,15 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
   try {
     // Threads load their modules first, all at once (seconds each on a busy machine); the parts in
     // them then start in order.
+    // Devices over a channel: one MessagePort between the fleet's thread and the broker's (split).
+    const channel =
+      plan.transport === 'channel' && plan.where.fleet === 'fleet' && plan.where.broker === 'main'
+        ? new MessageChannel()
+        : undefined
     const booting = [
-      plan.where.fleet === 'fleet' ? bootEdgeThread({ reportEveryMs: REPORT_EVERY_MS }) : undefined,
+      plan.where.fleet === 'fleet'
+        ? bootEdgeThread({ reportEveryMs: REPORT_EVERY_MS, ...(channel ? { port: channel.port2 } : {}) })
+        : undefined,
       plan.where.firehose === 'firehose' ? bootFirehoseThread() : undefined,
       plan.where.bridge === 'bridge' ? bootBridgeThread() : undefined,
     ]
@@ -200,6 +209,11 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       closers.push(() => broker!.close())
       brokerUrl = broker.url
       deviceUrl = broker.urls.mqtts
+      if (channel) {
+        const b = broker
+        const end = new ChannelEnd(portCarrier(channel.port1), { onStream: (s) => b.handle(s) })
+        closers.push(async () => end.close())
+      }
     } else if (plan.where.broker === 'fleet') {
       const started = await edge!.startBroker(brokerOpts)
       brokerUrl = started.url
