@@ -30,6 +30,16 @@ describe('O(1) outgoing queues of persistent sessions', () => {
     q.update({ brokerId: 'b', brokerCounter: 4_000, messageId: 1 })
     expect(q.clear(1)).toMatchObject({ brokerCounter: 4_000 })
     expect(() => q.update({ brokerId: 'x', brokerCounter: 1, messageId: 60_000 })).toThrow('no such packet')
+    // The same counter from another broker is another packet.
+    const before = q.length
+    q.enqueue({ brokerId: 'c', brokerCounter: 4_500 })
+    expect(q.length).toBe(before + 1)
+    q.update({ brokerId: 'c', brokerCounter: 4_500, messageId: 61_000 })
+    expect(q.hasCounter({ brokerId: 'b', brokerCounter: 4_500 })).toBe(true)
+    expect(q.clear(61_000)).toMatchObject({ brokerId: 'c', brokerCounter: 4_500 })
+    expect(q.hasCounter({ brokerId: 'c', brokerCounter: 4_500 })).toBe(false)
+    expect(q.hasCounter({ brokerId: 'b', brokerCounter: 4_500 })).toBe(true)
+    expect(q.length).toBe(before)
   })
 
   it('a persistent subscriber receives what was queued while it was away, in order, through the embedded broker', async () => {

@@ -41,7 +41,7 @@ export class OutgoingQueue {
   private head = 0
   /** Offset of items[0] in slot numbers, so that compaction does not renumber the indexes. */
   private base = 0
-  private byCounter = new Map<string, number>()
+  private byCounter = new CounterIndex()
   private byMessageId = new Map<number, number>()
 
   get length(): number {
@@ -50,19 +50,19 @@ export class OutgoingQueue {
 
   /** Whether a copy of `p` (same broker id and counter) is queued. */
   hasCounter(p: OutPacket): boolean {
-    return this.byCounter.has(counterKey(p))
+    return this.byCounter.get(p) !== undefined
   }
 
   enqueue(p: OutPacket): void {
     const slot = this.base + this.items.length
     this.items.push(p)
-    this.byCounter.set(counterKey(p), slot)
+    this.byCounter.set(p, slot)
     if (p.messageId !== undefined) this.byMessageId.set(p.messageId, slot)
   }
 
   /** Sets the message id of the queued copy of `p` (matched by broker id and counter); else replaces the entry with that message id. */
   update(p: OutPacket): void {
-    const slot = this.byCounter.get(counterKey(p))
+    const slot = this.byCounter.get(p)
     if (slot !== undefined) {
       const item = this.items[slot - this.base]!
       if (item.messageId !== undefined) this.byMessageId.delete(item.messageId)
@@ -73,9 +73,9 @@ export class OutgoingQueue {
     const byId = p.messageId === undefined ? undefined : this.byMessageId.get(p.messageId)
     if (byId !== undefined) {
       const old = this.items[byId - this.base]!
-      this.byCounter.delete(counterKey(old))
+      this.byCounter.delete(old)
       this.items[byId - this.base] = p
-      this.byCounter.set(counterKey(p), byId)
+      this.byCounter.set(p, byId)
       return
     }
     throw new Error('no such packet')
@@ -89,7 +89,7 @@ export class OutgoingQueue {
     const item = this.items[slot - this.base]!
     this.items[slot - this.base] = undefined
     this.byMessageId.delete(messageId)
-    this.byCounter.delete(counterKey(item))
+    this.byCounter.delete(item)
     while (this.head < this.items.length && this.items[this.head] === undefined) this.head++
     if (this.head >= COMPACT_MIN_SLOTS && this.head * 2 >= this.items.length) {
       this.items = this.items.slice(this.head)
@@ -110,7 +110,39 @@ export class OutgoingQueue {
   }
 }
 
-const counterKey = (p: OutPacket) => `${p.brokerId ?? ''}\u0000${p.brokerCounter ?? 0}`
+/**
+ * (broker id, broker counter) → slot, as one map of counters per broker id. A queue's packets almost
+ * all come from one broker (this one), so each lookup is a number key in a small outer map; a string
+ * key joining both cost an allocation and a long hash on every enqueue, update and PUBACK (profiled
+ * at 5 % of the broker thread under load).
+ */
+class CounterIndex {
+  private byBroker = new Map<string, Map<number, number>>()
+  size = 0
+
+  get(p: OutPacket): number | undefined {
+    return this.byBroker.get(p.brokerId ?? '')?.get(p.brokerCounter ?? 0)
+  }
+
+  set(p: OutPacket, slot: number): void {
+    const id = p.brokerId ?? ''
+    let m = this.byBroker.get(id)
+    if (!m) {
+      m = new Map()
+      this.byBroker.set(id, m)
+    }
+    const before = m.size
+    m.set(p.brokerCounter ?? 0, slot)
+    this.size += m.size - before
+  }
+
+  delete(p: OutPacket): void {
+    const id = p.brokerId ?? ''
+    const m = this.byBroker.get(id)
+    // An emptied map is kept: a queue that keeps up empties and refills at every message.
+    if (m?.delete(p.brokerCounter ?? 0)) this.size--
+  }
+}
 
 interface MemoryInternals {
   asyncPersistence: Record<string, unknown>
