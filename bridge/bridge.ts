@@ -8,7 +8,7 @@ import { BrokerConnection, type ConnectionState, type Session } from './connecti
 import { DeadLetterFile } from './deadletter.ts'
 import { BridgeError } from './errors.ts'
 import type { HistogramSnapshot } from './histogram.ts'
-import { safeUrl } from './mqtt-adapter.ts'
+import { dialStream, safeUrl } from './mqtt-adapter.ts'
 import { type BridgeOptions, resolveBridgeOptions } from './options.ts'
 import { type Intake, Receiver } from './receiver.ts'
 import { RecordFormatter } from './records.ts'
@@ -216,6 +216,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         random: opts.random,
         onEvent: opts.onEvent,
         onFatal: (err) => fail(err),
+        ...(opts.openStream ? { connect: (_url, d) => dialStream(opts.openStream!, d) } : {}),
       }),
     intake,
     maxHoldMs: o.maxHoldMs,

@@ -4,7 +4,8 @@
  * function here relies on against the real MQTT.js and a real broker, and package.json pins `mqtt`
  * to the range it was checked against (MQTT_CHECKED_RANGE).
  */
-import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt'
+import type { Duplex } from 'node:stream'
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 
 /** The `mqtt` versions this adapter was checked against; package.json's range is this one. */
 export const MQTT_CHECKED_RANGE = '~5.16.0'
@@ -26,16 +27,29 @@ export interface DialOptions {
  * @example const client = dial('mqtt://127.0.0.1:1883', { clientId: 'bridge-1', connectTimeoutMs: 10_000 })
  */
 export function dial(url: string, o: DialOptions): MqttClient {
-  return mqtt.connect(url, {
-    clientId: o.clientId,
-    username: o.username,
-    password: o.password,
-    clean: false,
-    reconnectPeriod: 0,
-    connectTimeout: o.connectTimeoutMs,
-    resubscribe: false,
-  })
+  return mqtt.connect(url, clientOptions(o))
 }
+
+/**
+ * One connection attempt over a stream that `open` gives (a channel to a broker in another thread),
+ * with the options of dial().
+ *
+ * @example const client = dialStream(() => channelEnd.open(), { clientId: 'bridge-1', connectTimeoutMs: 10_000 })
+ */
+export function dialStream(open: () => Duplex, o: DialOptions): MqttClient {
+  // MQTT.js types its stream builder with its own stream type; any Duplex carries the bytes.
+  return new mqtt.MqttClient(() => open() as never, clientOptions(o))
+}
+
+const clientOptions = (o: DialOptions): IClientOptions => ({
+  clientId: o.clientId,
+  username: o.username,
+  password: o.password,
+  clean: false,
+  reconnectPeriod: 0,
+  connectTimeout: o.connectTimeoutMs,
+  resubscribe: false,
+})
 
 /** What MQTT.js is told when the bridge sends the PUBACK itself: MQTT.js then sends none. */
 const ACK_LATER = new Error('PUBACK sent by the bridge once the message is in the spool')

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os'
+import type { Duplex } from 'node:stream'
 import type { FirehoseClient } from '@aws-sdk/client-firehose'
 import { MAX_RECORD_BYTES, STREAM_NAME_PATTERN } from '../src/firehose/limits.ts'
 import type { Clock } from '../src/runtime/clock.ts'
@@ -110,6 +111,11 @@ export interface BridgeEvent {
 
 export interface BridgeOptions {
   brokerUrl: string
+  /**
+   * Opens the byte stream of each connection to the broker instead of dialing `brokerUrl`, which
+   * then only names it: a channel to a broker in another thread (fleetsim run). Default: dial.
+   */
+  openStream?: () => Duplex
   /** MQTT username and password (or in the URL: `mqtt://user:pass@host`). Never logged. */
   username?: string
   password?: string

@@ -3,11 +3,14 @@ import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import type { Duplex } from 'node:stream'
+import { MessageChannel } from 'node:worker_threads'
 import mqtt from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type BridgeEvent, startBridge } from '../bridge/bridge.ts'
 import type { BridgeError } from '../bridge/errors.ts'
 import { startBroker } from '../src/broker/index.ts'
+import { ChannelEnd, portCarrier } from '../src/runtime/channel.ts'
 import { startLocalFirehose } from '../src/firehose/server.ts'
 import { FolderSink } from '../src/firehose/sink.ts'
 import { matchRecords } from '../src/verify/match.ts'
@@ -88,6 +91,46 @@ describe('bridge: at-least-once into Firehose', () => {
     expect(read.records).toBe(published + match.duplicates)
     if (faulty.injected.lostResponses === 0) expect(match.duplicates).toBe(0)
   }, 120_000)
+
+  it('reaches its broker over a channel (openStream) as over TCP, and opens a new stream when the connection drops', async () => {
+    const { out, broker, sink, firehose } = await pipeline()
+    const { port1, port2 } = new MessageChannel()
+    const brokerEnd = new ChannelEnd(portCarrier(port1), { onStream: (s) => broker.handle(s) })
+    const bridgeEnd = new ChannelEnd(portCarrier(port2))
+    closers.push(async () => {
+      bridgeEnd.close()
+      brokerEnd.close()
+    })
+    let opened = 0
+    let last: Duplex | undefined
+    const bridge = await startBridge({
+      brokerUrl: 'mqtt://fleetsim-channel',
+      openStream: () => {
+        opened++
+        last = bridgeEnd.open()
+        return last
+      },
+      topics: ['fleet/#'],
+      stream: 'bt',
+      endpoint: firehose.url,
+      clientId: 'bridge-channel',
+      spoolDir: join(out, 'spool'),
+      lingerMs: 20,
+      reconnect: { baseMs: 50, factor: 2, capMs: 200 },
+    })
+    closers.push(() => bridge.close())
+    await publishLoad({ brokerUrl: broker.url, publishers: 4, perPublisher: 250 })
+    await eventually(() => bridge.stats().accepted >= 1_000)
+    // The bridge's connection drops; its persistent session at the broker keeps what comes meanwhile.
+    last?.destroy()
+    // The same publishers again, seq 1 to 500: 251–500 are new.
+    const sent = await publishLoad({ brokerUrl: broker.url, publishers: 4, perPublisher: 500 })
+    await eventually(() => bridge.stats().accepted >= 3_000, 20_000)
+    await bridge.close()
+    await firehose.close()
+    expect(opened).toBeGreaterThanOrEqual(2)
+    expect(matchRecords(sent, await readObjects(sink.written))).toMatchObject({ found: 2_000, lost: 0 })
+  })
 
   it('sends a 2 MiB message to the dead-letter file and carries on', async () => {
     const { out, broker, sink, firehose } = await pipeline()

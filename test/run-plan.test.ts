@@ -18,7 +18,7 @@ describe('where the parts of a run go', () => {
       transport: 'channel',
       where: { fleet: 'fleet', broker: 'main', bridge: 'bridge', firehose: 'firehose' },
     })
-    expect(p.describe).toContain('devices over a channel')
+    expect(p.describe).toContain('devices and bridge over channels')
     // A channel costs no descriptor per device: a fleet of any size keeps the split layout.
     expect(planRun({ ...base, devices: 100_000 })).toMatchObject({ layout: 'split', transport: 'channel' })
     expect(planRun({ ...base, transport: 'tcp' })).toMatchObject({ layout: 'split', transport: 'tcp' })

@@ -1,16 +1,25 @@
 // The bridge as a part of `fleetsim run` in its own worker thread (src/runtime/thread.ts): its
 // spool writes, batching and SDK calls get an event loop of their own.
+import type { MessagePort } from 'node:worker_threads'
 import type { BridgeOptions } from '../../../bridge/bridge.ts'
+import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { serveThread } from '../../runtime/thread.ts'
 import { BridgeSwitch } from './bridge-switch.ts'
 
 /** The serialisable options of startBridge (no client, clock, signal or callbacks) and the report period. */
 export type BridgePartInit = Omit<
   BridgeOptions,
-  'firehose' | 'clock' | 'random' | 'signal' | 'onError' | 'onEvent' | 'onFatal'
+  'firehose' | 'clock' | 'random' | 'signal' | 'onError' | 'onEvent' | 'onFatal' | 'openStream'
 > & { reportEveryMs: number }
 
-serveThread<unknown>((_boot, emit) => {
+/** What the thread is started with: the channel to the broker in the main thread (transferred), if any. */
+export interface BridgePartBoot {
+  port?: MessagePort
+}
+
+serveThread<BridgePartBoot>((boot, emit) => {
+  // With a channel, each connection of the bridge is a stream on it instead of a TCP socket.
+  const channel = boot.port ? new ChannelEnd(portCarrier(boot.port)) : undefined
   let bridge: BridgeSwitch | undefined
   let timer: NodeJS.Timeout | undefined
   const abort = new AbortController()
@@ -22,6 +31,7 @@ serveThread<unknown>((_boot, emit) => {
       const { reportEveryMs, ...opts } = arg as BridgePartInit
       bridge = await BridgeSwitch.start({
         ...opts,
+        ...(channel ? { openStream: () => channel.open() } : {}),
         signal: abort.signal,
         onError: (err) => emit('error', err instanceof Error ? err.message : String(err)),
         onEvent: (e) => emit('event', e),
@@ -46,6 +56,7 @@ serveThread<unknown>((_boot, emit) => {
       clearInterval(timer)
       await bridge?.close()
       report()
+      channel?.close()
     },
   }
 })

@@ -1,7 +1,7 @@
 import type { BridgeEvent, BridgeStats } from '../../../bridge/bridge.ts'
 import { BridgeError } from '../../../bridge/errors.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
-import type { BridgePartInit } from './bridge-part.ts'
+import type { BridgePartBoot, BridgePartInit } from './bridge-part.ts'
 
 /** The bridge running in its own worker thread, as the run sees it (the Bridge interface, plus its thread). */
 export interface BridgeThread {
@@ -67,5 +67,8 @@ export async function startBridgeThread(
 }
 
 /** Starts the thread only (the slow part: a thread loads its modules), to overlap with others. */
-export const bootBridgeThread = () =>
-  startThread(new URL('./bridge-part.ts', import.meta.url), {}, { name: 'bridge' })
+export const bootBridgeThread = (boot: BridgePartBoot = {}) =>
+  startThread(new URL('./bridge-part.ts', import.meta.url), boot, {
+    name: 'bridge',
+    ...(boot.port ? { transfer: [boot.port] } : {}),
+  })

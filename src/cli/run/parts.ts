@@ -155,17 +155,19 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
   try {
     // Threads load their modules first, all at once (seconds each on a busy machine); the parts in
     // them then start in order.
-    // Devices over a channel: one MessagePort between the fleet's thread and the broker's (split).
-    const channel =
-      plan.transport === 'channel' && plan.where.fleet === 'fleet' && plan.where.broker === 'main'
-        ? new MessageChannel()
-        : undefined
+    // Devices over a channel: one MessagePort between the fleet's thread and the broker's (split),
+    // and one between the bridge's thread and the broker's.
+    const channels = plan.transport === 'channel' && plan.where.broker === 'main'
+    const channel = channels && plan.where.fleet === 'fleet' ? new MessageChannel() : undefined
+    const bridgeChannel = channels && plan.where.bridge === 'bridge' ? new MessageChannel() : undefined
     const booting = [
       plan.where.fleet === 'fleet'
         ? bootEdgeThread({ reportEveryMs: REPORT_EVERY_MS, ...(channel ? { port: channel.port2 } : {}) })
         : undefined,
       plan.where.firehose === 'firehose' ? bootFirehoseThread() : undefined,
-      plan.where.bridge === 'bridge' ? bootBridgeThread() : undefined,
+      plan.where.bridge === 'bridge'
+        ? bootBridgeThread(bridgeChannel ? { port: bridgeChannel.port2 } : {})
+        : undefined,
     ]
     const booted = await Promise.allSettled(booting)
     const stopIfAborted = () => {
@@ -209,9 +211,10 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
       closers.push(() => broker!.close())
       brokerUrl = broker.url
       deviceUrl = broker.urls.mqtts
-      if (channel) {
+      for (const c of [channel, bridgeChannel]) {
+        if (!c) continue
         const b = broker
-        const end = new ChannelEnd(portCarrier(channel.port1), { onStream: (s) => b.handle(s) })
+        const end = new ChannelEnd(portCarrier(c.port1), { onStream: (s) => b.handle(s) })
         closers.push(async () => end.close())
       }
     } else if (plan.where.broker === 'fleet') {

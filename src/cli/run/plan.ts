@@ -13,7 +13,7 @@
  * - `split` (the default with 2+ cores): the fleet
  *   in a thread of its own reaching the broker in the main thread over a channel (one MessagePort
  *   for all devices, src/runtime/channel.ts), or over TCP loopback with `--transport tcp`; the bridge
- *   and the local Firehose in a thread each. Four event loops: the broker's routing, the devices'
+ *   (over a channel too, or TCP) and the local Firehose in a thread each. Four event loops: the broker's routing, the devices'
  *   clients, the bridge's spool and batching, the Firehose's parsing and writes each get a loop.
  *   Why a channel: over TCP each device's packets cost a socket write at each end, one writev per
  *   device per turn of the loop; the channel sends every device's bytes of a turn in one message.
@@ -43,7 +43,7 @@ export interface PlanInput {
 
 export interface RunPlan {
   layout: Layout
-  /** How devices reach the broker: in-memory streams in one thread, a channel between threads, or TCP. */
+  /** How devices (and in `split` the bridge) reach the broker: in-memory streams in one thread, a channel between threads, or TCP. */
   transport: 'memory' | 'channel' | 'tcp'
   /** Thread of each part that runs (no broker with an external one, no firehose with --firehose aws). */
   where: Partial<Record<PartName, ThreadName>>
@@ -98,7 +98,7 @@ export function planRun(i: PlanInput): RunPlan {
     layout: 'split',
     transport: channel ? 'channel' : 'tcp',
     where: withFirehose({ fleet: 'fleet', broker: 'main', bridge: 'bridge' }),
-    describe: `threads: fleet · broker (main) · bridge${i.localFirehose ? ' · firehose' : ''} (${cores}; devices over ${channel ? 'a channel' : 'TCP loopback'})`,
+    describe: `threads: fleet · broker (main) · bridge${i.localFirehose ? ' · firehose' : ''} (${cores}; ${channel ? 'devices and bridge over channels' : 'devices over TCP loopback'})`,
     reason: `${cores}: fleet, broker, bridge and Firehose each get an event loop`,
   }
 }
