@@ -21,7 +21,13 @@ import {
 } from './commands.ts'
 import { Connector } from './connector.ts'
 import { IntervalWheel } from './interval-wheel.ts'
-import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing, type ReconnectBackoff } from './defaults.ts'
+import {
+  connectConcurrencyFor,
+  FLEET_BOUNDS,
+  FLEET_DEFAULTS,
+  type Pacing,
+  type ReconnectBackoff,
+} from './defaults.ts'
 import { createDevice, nextMessage, type SimDevice } from './device.ts'
 import { PayloadSizeError, padPayload } from './payload.ts'
 import { emptyLatency, LatencyRecorder, type LatencySnapshot } from './latency.ts'
@@ -61,7 +67,7 @@ export interface FleetOptions {
   qos: 0 | 1 | 2
   seed: number
   retain?: boolean
-  /** How many connection attempts may be open at once (default 100). */
+  /** How many connection attempts may be open at once (default 100, or two seconds of the ramp-up's pace if more, except over in-memory streams: connectConcurrencyFor). */
   connectConcurrency?: number
   /** Spread the first connects evenly over this many ms (default 0: as fast as `connectConcurrency` allows). */
   rampUpMs?: number
@@ -690,7 +696,7 @@ async function startLocalFleet(opts: FleetOptions): Promise<Fleet> {
   if (devices.length === 0) resolveAllConnected()
 
   connector = new Connector(devices.length, {
-    concurrency: opts.connectConcurrency ?? D.connectConcurrency,
+    concurrency: opts.connectConcurrency ?? connectConcurrencyFor(devices.length, rampUpMs, transport.kind),
     rampUpMs,
     rampTickMs: D.rampTickMs,
     dialBatch: D.dialBatch,

@@ -4,6 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { CAUSES, connackCause, connectFailure, formatCauses, socketCause } from '../devices/causes.ts'
 import { Connector, type ConnectorOptions } from '../devices/connector.ts'
+import { connectConcurrencyFor, FLEET_DEFAULTS } from '../devices/defaults.ts'
 import { LatencyRecorder, mergeLatency } from '../devices/latency.ts'
 import { Publisher, type PublisherOptions } from '../devices/publisher.ts'
 import { Rng } from '../devices/rng.ts'
@@ -47,6 +48,32 @@ function connector(devices: number, over: Partial<ConnectorOptions> = {}) {
 }
 
 describe('connector', () => {
+  it("keeps a ramp-up's pace while each CONNACK takes 1.5 s: two seconds of the pace may be connecting (connectConcurrencyFor), not a fixed 100", () => {
+    expect(connectConcurrencyFor(10_000, 10_000, 'tcp')).toBe(2000)
+    expect(connectConcurrencyFor(10_000, 10_000, 'channel')).toBe(2000)
+    // In-memory: the broker is in this thread, its latency is this loop's own.
+    expect(connectConcurrencyFor(10_000, 10_000, 'memory')).toBe(FLEET_DEFAULTS.connectConcurrency)
+    expect(connectConcurrencyFor(10_000, 0, 'tcp')).toBe(FLEET_DEFAULTS.connectConcurrency)
+    expect(connectConcurrencyFor(100, 60_000, 'tcp')).toBe(FLEET_DEFAULTS.connectConcurrency)
+    const connectedBy = (concurrency: number) => {
+      const { c, dials } = connector(4000, { rampUpMs: 4000, concurrency })
+      let answered = 0
+      c.start()
+      // A busy broker: every CONNACK comes 1.5 s after its CONNECT.
+      for (let t = 0; t < 6000; t += 10) {
+        vi.advanceTimersByTime(10)
+        const now = Date.now() - t0
+        while (answered < dials.length && dials[answered]!.at + 1500 <= now)
+          c.connected(dials[answered++]!.slot)
+      }
+      c.close()
+      return answered
+    }
+    // All 4,000 by the ramp's end + the CONNACK latency (5.5 s); a fixed 100 holds the pace at 100 per 1.5 s.
+    expect(connectedBy(connectConcurrencyFor(4000, 4000, 'tcp'))).toBe(4000)
+    expect(connectedBy(100)).toBeLessThan(500)
+  })
+
   it('spreads first connects evenly over the ramp-up', () => {
     const { c, dials } = connector(100, { rampUpMs: 1000 })
     c.start()

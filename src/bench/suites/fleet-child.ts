@@ -116,7 +116,7 @@ async function measure(j: ChildJob): Promise<ChildResult> {
       workers: 1,
       rampUpMs: j.rampUpMs ?? 0,
       waitForConnections: false,
-      connectConcurrency: 100,
+      // The fleet's own connect concurrency (100, or two seconds of a ramp-up's pace): what users get.
     })
     stats = () => fleet.stats()
     stop = () => fleet.stop()

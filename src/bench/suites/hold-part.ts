@@ -61,7 +61,7 @@ serveThread<HoldPartInit>((init) => {
         workers: 1,
         rampUpMs: init.rampUpMs,
         waitForConnections: false,
-        connectConcurrency: 1000,
+        // The fleet's own connect concurrency: two seconds of the ramp's pace (connectConcurrencyFor).
       })
       return true
     },
