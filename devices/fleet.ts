@@ -67,7 +67,7 @@ export interface FleetOptions {
   qos: 0 | 1 | 2
   seed: number
   retain?: boolean
-  /** How many connection attempts may be open at once (default 100, or two seconds of the ramp-up's pace if more, except over in-memory streams: connectConcurrencyFor). */
+  /** How many connection attempts may be open at once (default 100, or two seconds of the ramp-up's pace up to 1,000 if more, except over in-memory streams: connectConcurrencyFor). */
   connectConcurrency?: number
   /** Spread the first connects evenly over this many ms (default 0: as fast as `connectConcurrency` allows). */
   rampUpMs?: number

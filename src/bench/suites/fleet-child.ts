@@ -116,7 +116,7 @@ async function measure(j: ChildJob): Promise<ChildResult> {
       workers: 1,
       rampUpMs: j.rampUpMs ?? 0,
       waitForConnections: false,
-      // The fleet's own connect concurrency (100, or two seconds of a ramp-up's pace): what users get.
+      // The fleet's own connect concurrency (100, or two seconds of a ramp-up's pace up to 1,000): what users get.
     })
     stats = () => fleet.stats()
     stop = () => fleet.stop()

@@ -61,7 +61,7 @@ serveThread<HoldPartInit>((init) => {
         workers: 1,
         rampUpMs: init.rampUpMs,
         waitForConnections: false,
-        // The fleet's own connect concurrency: two seconds of the ramp's pace (connectConcurrencyFor).
+        // The fleet's own connect concurrency: two seconds of the ramp's pace, at most 1,000 (connectConcurrencyFor).
       })
       return true
     },
