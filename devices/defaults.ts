@@ -3,6 +3,7 @@
  * (src/cli/shared.ts) and the run configuration schema (src/config/schema.ts) take their defaults
  * from here, so a default is written once.
  */
+import type { FleetTransport } from './mqtt-link.ts'
 
 export type Pacing = 'closed' | 'open'
 
@@ -159,7 +160,11 @@ export const FLEET_BOUNDS = {
  *
  * @example connectConcurrencyFor(10_000, 10_000, 'tcp') // 1000 (2,000 capped)
  */
-export function connectConcurrencyFor(devices: number, rampUpMs: number, transport: string): number {
+export function connectConcurrencyFor(
+  devices: number,
+  rampUpMs: number,
+  transport: FleetTransport['kind'],
+): number {
   const D = FLEET_DEFAULTS
   if (!(rampUpMs > 0) || transport === 'memory') return D.connectConcurrency
   const pace = Math.ceil((devices / (rampUpMs / 1000)) * D.rampConcurrencyS)

@@ -38,7 +38,7 @@ export interface EdgeThread {
 }
 
 export async function startEdgeThread(init: EdgePartInit): Promise<EdgeThread> {
-  return edgeThread(await startThread(new URL('./edge-part.ts', import.meta.url), init, { name: 'fleet' }))
+  return edgeThread(await bootEdgeThread(init))
 }
 
 /** Starts the thread only (the slow part: a thread loads its modules), to overlap with others. */

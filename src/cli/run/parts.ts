@@ -153,13 +153,13 @@ export async function startParts(config: RunConfig, plan: RunPlan, hooks: PartsH
   }
 
   try {
-    // Threads load their modules first, all at once (seconds each on a busy machine); the parts in
-    // them then start in order.
     // Devices over a channel: one MessagePort between the fleet's thread and the broker's (split),
     // and one between the bridge's thread and the broker's.
     const channels = plan.transport === 'channel' && plan.where.broker === 'main'
     const channel = channels && plan.where.fleet === 'fleet' ? new MessageChannel() : undefined
     const bridgeChannel = channels && plan.where.bridge === 'bridge' ? new MessageChannel() : undefined
+    // Threads load their modules first, all at once (seconds each on a busy machine); the parts in
+    // them then start in order.
     const booting = [
       plan.where.fleet === 'fleet'
         ? bootEdgeThread({ reportEveryMs: REPORT_EVERY_MS, ...(channel ? { port: channel.port2 } : {}) })

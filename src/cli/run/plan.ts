@@ -10,11 +10,11 @@
  * Layouts:
  * - `single`: one core, or `--single-thread`: everything in the main thread, devices over in-memory
  *   streams to the embedded broker (no descriptors, no ports). The layout of fleetsim before threads.
- * - `split` (the default with 2+ cores): the fleet
- *   in a thread of its own reaching the broker in the main thread over a channel (one MessagePort
- *   for all devices, src/runtime/channel.ts), or over TCP loopback with `--transport tcp`; the bridge
- *   (over a channel too, or TCP) and the local Firehose in a thread each. Four event loops: the broker's routing, the devices'
- *   clients, the bridge's spool and batching, the Firehose's parsing and writes each get a loop.
+ * - `split` (the default with 2+ cores): the fleet in a thread of its own reaching the broker in the
+ *   main thread over a channel (one MessagePort for all devices, src/runtime/channel.ts), or over
+ *   TCP loopback with `--transport tcp`; the bridge (over a channel too, or TCP) and the local
+ *   Firehose in a thread each. Four event loops: the broker's routing, the devices' clients, the
+ *   bridge's spool and batching, the Firehose's parsing and writes each get a loop.
  *   Why a channel: over TCP each device's packets cost a socket write at each end, one writev per
  *   device per turn of the loop; the channel sends every device's bytes of a turn in one message.
  *   Measured on this 2-core machine with 200 devices, writev took 24 % of the fleet thread's CPU
