@@ -8,6 +8,8 @@ COPY tsconfig.json ./
 COPY src ./src
 COPY devices ./devices
 COPY bridge ./bridge
+# The bundle of the sources (src/runtime/bundle.mjs), built once here: the node user cannot write node_modules.
+RUN node src/cli/bin.js --version
 USER node
 ENTRYPOINT ["node", "src/cli/bin.js"]
 CMD ["--help"]

@@ -2,6 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { FleetsimError } from '../src/errors.ts'
+import { bundledEntry } from '../src/runtime/bundle.mjs'
 import { type Clock, systemClock, whenAborted, withDeadline } from '../src/runtime/clock.ts'
 import { connectFailure } from './causes.ts'
 import { FLEET_DEFAULTS } from './defaults.ts'
@@ -58,8 +59,9 @@ interface Channel {
 }
 
 function forkProcess(): Channel {
-  const proc: ChildProcess = fork(fileURLToPath(WORKER_ENTRY), [], {
-    execArgv: ['--import', 'tsx'],
+  const bundled = bundledEntry(WORKER_ENTRY)
+  const proc: ChildProcess = fork(fileURLToPath(bundled ?? WORKER_ENTRY), [], {
+    execArgv: bundled ? [] : ['--import', 'tsx'],
     serialization: 'advanced',
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
@@ -76,7 +78,10 @@ function forkProcess(): Channel {
 }
 
 function spawnThread(): Channel {
-  const worker = new Worker(THREAD_ENTRY, { workerData: { entry: WORKER_ENTRY.href } })
+  // From the bundle this process started from (src/runtime/bundle.mjs), else through tsx.
+  const worker = new Worker(bundledEntry(WORKER_ENTRY) ?? THREAD_ENTRY, {
+    workerData: { entry: WORKER_ENTRY.href },
+  })
   let alive = true
   const exited = new Promise<void>((r) =>
     worker.once('exit', () => {

@@ -1,5 +1,6 @@
 import { type MessagePort, parentPort, Worker, workerData } from 'node:worker_threads'
 import { FleetsimError } from '../errors.ts'
+import { bundledEntry } from './bundle.mjs'
 import { threadCpuMs } from './thread-cpu.ts'
 
 /**
@@ -58,7 +59,9 @@ export async function startThread(
   init: unknown,
   opts: { name: string; transfer?: ReadonlyArray<MessagePort> },
 ): Promise<ThreadPart> {
-  const worker = new Worker(BOOT, {
+  // From the bundle this process started from (bundle.mjs), else through tsx (thread-boot.mjs).
+  const bundled = bundledEntry(entry)
+  const worker = new Worker(bundled ?? BOOT, {
     workerData: { entry: entry.href, init },
     // What `init` holds that moves to the thread rather than being copied (a MessagePort).
     ...(opts.transfer ? { transferList: [...opts.transfer] } : {}),
