@@ -32,7 +32,7 @@ describe('bundles of the sources', () => {
     )
     await writeFile(
       join(root, 'src/cli/main.ts'),
-      'import { where } from "./where.ts"\nexport const main = (): string => `main at ${import.meta.url}; ${where()}`\n',
+      'import { where } from "./where.ts"\nexport const main = (): string => "main at " + import.meta.url + "; " + where()\n',
     )
     return root
   }
