@@ -19,7 +19,8 @@ export interface BareLoopOptions {
 
 export interface BareLoop {
   allConnected: Promise<void>
-  stats(): { connected: number; published: number }
+  /** `inFlight`: publishes handed to MQTT.js and not yet acknowledged. */
+  stats(): { connected: number; published: number; inFlight: number }
   stop(): Promise<void>
 }
 
@@ -29,6 +30,7 @@ export function bareLoop(o: BareLoopOptions): BareLoop {
   const timers: NodeJS.Timeout[] = []
   const periodMs = 1000 / o.ratePerSecond
   let published = 0
+  let sent = 0
   let connected = 0
   let resolveAll!: () => void
   const allConnected = new Promise<void>((r) => {
@@ -60,7 +62,9 @@ export function bareLoop(o: BareLoopOptions): BareLoop {
             temperatureC: 21.5,
             humidityPct: 40.1,
           })
+          sent++
           c.publish(`fleet/bare/${id}/telemetry`, payload, { qos: 1 }, (err) => {
+            sent--
             if (!err) published++
           })
         }
@@ -85,7 +89,7 @@ export function bareLoop(o: BareLoopOptions): BareLoop {
   openMore()
   return {
     allConnected,
-    stats: () => ({ connected, published }),
+    stats: () => ({ connected, published, inFlight: sent }),
     async stop() {
       clearTimeout(rampTimer)
       next = n

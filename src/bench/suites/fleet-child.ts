@@ -52,6 +52,8 @@ export interface ChildResult {
   connectedInGrace?: number
   /** Hold: the fleet threads' V8 heap growth per device (the broker's memory excluded), bytes. */
   fleetHeapPerDevice?: number
+  /** Hold: publishes sent and not yet acknowledged at the end of the window (the broker's backlog). */
+  inFlightAtEnd?: number
   /** Hold: worker threads the fleet ran in. */
   threads?: number
 }
@@ -210,6 +212,8 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
         connected: all.reduce((a, s) => a + s.connected, 0),
         published: all.reduce((a, s) => a + s.published, 0),
         heapUsed: all.reduce((a, s) => a + s.heapUsed, 0),
+        inFlight: all.reduce((a, s) => a + s.inFlight, 0),
+        pubackP99Ms: Math.max(0, ...all.map((s) => s.pubackP99Ms ?? 0)),
       }
       // A count is as of when it was asked: the threads answer once they get to it.
       if (asked <= deadline) lastInGrace = Math.max(lastInGrace, sum.connected)
@@ -217,11 +221,15 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
       return sum
     }
     // Progress for the suite (fleet.ts HOLD_PROGRESS): what it reports if stopped at its time limit.
-    let last = { connected: 0, published: 0, heapUsed: 0 }
+    let last = { connected: 0, published: 0, heapUsed: 0, inFlight: 0, pubackP99Ms: 0 }
     const progress = setInterval(() => {
       void poll().then((s) => {
         last = s
-        log(`${j.kind} ${n}: connected ${s.connected}, publishing ${seen.size}, published ${s.published}`)
+        // Where the backlog is: publishes not yet acknowledged, and (fleetsim) PUBACK p99 since the start.
+        const puback = s.pubackP99Ms ? `, PUBACK p99 ${Math.round(s.pubackP99Ms)} ms` : ''
+        log(
+          `${j.kind} ${n}: connected ${s.connected}, publishing ${seen.size}, published ${s.published}, in flight ${s.inFlight}${puback}`,
+        )
       })
     }, 2000)
     while (Date.now() < deadline && last.connected < n) {
@@ -256,6 +264,7 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
       fleetHeapPerDevice: (heap1 - heap0) / held,
       cpuUsPerDeviceS: (cpu.user + cpu.system) / held / windowS,
       msgPerS: (end.published - p0) / windowS,
+      inFlightAtEnd: end.inFlight,
       publishing: seen.size,
       threads: threadCount,
     }

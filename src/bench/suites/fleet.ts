@@ -252,7 +252,9 @@ export const suite: BenchSuite = {
         source: `${SOURCE_HOLD}: ${(hold * holdRate).toLocaleString('en-US')} msg/s within 5 %`,
       },
       // Not a ratio: the bare loop's window follows its own connects, whose backlog it still drains.
-      note: `QoS 1, acknowledged by aedes in the same process; the bare loop's ${bareHoldWindowS} s window: ${Math.round(bareHeld.msgPerS).toLocaleString('en-US')} msg/s`,
+      note:
+        `QoS 1, acknowledged by aedes in the same process; the bare loop's ${bareHoldWindowS} s window: ${Math.round(bareHeld.msgPerS).toLocaleString('en-US')} msg/s; ` +
+        `not yet acknowledged at the window's end: ${(held.inFlightAtEnd ?? 0).toLocaleString('en-US')} (bare: ${(bareHeld.inFlightAtEnd ?? 0).toLocaleString('en-US')})`,
     })
     rows.push({
       figure: `memory per device, ${h} held, broker excluded`,

@@ -25,6 +25,10 @@ export interface HoldPartInit {
 export interface HoldPartStats {
   connected: number
   published: number
+  /** Publishes sent and not yet acknowledged: the broker's backlog, as the devices see it. */
+  inFlight: number
+  /** The fleet's PUBACK latency since the start, p99 (ms); the bare loop does not measure it. */
+  pubackP99Ms?: number
   /** This thread's V8 heap in use, bytes: the fleet's memory without the broker's. */
   heapUsed: number
 }
@@ -66,10 +70,13 @@ serveThread<HoldPartInit>((init) => {
       return true
     },
     stats(): HoldPartStats {
-      const s = fleet?.stats() ?? bare?.stats()
+      const f = fleet?.stats()
+      const s = f ?? bare?.stats()
       return {
         connected: s?.connected ?? 0,
         published: s?.published ?? 0,
+        inFlight: s?.inFlight ?? 0,
+        ...(f ? { pubackP99Ms: f.pubackLatency.p99Ms } : {}),
         heapUsed: process.memoryUsage().heapUsed,
       }
     },
