@@ -248,10 +248,20 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
     clearInterval(progress)
     // Memory once the window is over, after GC in every thread, per device connected then: both
     // the fleet and the bare loop have every device connected and publishing by now.
+    // Each step's time goes to the log: with a backlog the threads answer slowly, and the report
+    // comes minutes after the window.
+    const step = (what: string, since: number) =>
+      log(`${j.kind} ${n}: ${what} in ${((Date.now() - since) / 1000).toFixed(1)} s`)
+    let at = Date.now()
     await Promise.all(threads.map((t) => t.call('gc')))
+    step('GC in the fleet threads', at)
+    at = Date.now()
     await settle()
+    step("GC in the broker's thread", at)
     const m1 = process.memoryUsage()
+    at = Date.now()
     const heap1 = (await poll()).heapUsed
+    step('heap of the fleet threads read', at)
     const held = Math.max(1, end.connected)
     return {
       devices: n,
