@@ -30,7 +30,7 @@ export function bareLoop(o: BareLoopOptions): BareLoop {
   const timers: NodeJS.Timeout[] = []
   const periodMs = 1000 / o.ratePerSecond
   let published = 0
-  let sent = 0
+  let inFlight = 0
   let connected = 0
   let resolveAll!: () => void
   const allConnected = new Promise<void>((r) => {
@@ -62,9 +62,9 @@ export function bareLoop(o: BareLoopOptions): BareLoop {
             temperatureC: 21.5,
             humidityPct: 40.1,
           })
-          sent++
+          inFlight++
           c.publish(`fleet/bare/${id}/telemetry`, payload, { qos: 1 }, (err) => {
-            sent--
+            inFlight--
             if (!err) published++
           })
         }
@@ -89,7 +89,7 @@ export function bareLoop(o: BareLoopOptions): BareLoop {
   openMore()
   return {
     allConnected,
-    stats: () => ({ connected, published, inFlight: sent }),
+    stats: () => ({ connected, published, inFlight }),
     async stop() {
       clearTimeout(rampTimer)
       next = n

@@ -15,6 +15,7 @@ import { availableParallelism } from 'node:os'
 import { MessageChannel } from 'node:worker_threads'
 import mqtt from 'mqtt'
 import { startFleet } from '../../../devices/fleet.ts'
+import { mergeLatency } from '../../../devices/latency.ts'
 import { startBroker } from '../../broker/index.ts'
 import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { startThread, type ThreadPart } from '../../runtime/thread.ts'
@@ -213,7 +214,10 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
         published: all.reduce((a, s) => a + s.published, 0),
         heapUsed: all.reduce((a, s) => a + s.heapUsed, 0),
         inFlight: all.reduce((a, s) => a + s.inFlight, 0),
-        pubackP99Ms: Math.max(0, ...all.map((s) => s.pubackP99Ms ?? 0)),
+        // The p99 of every thread's PUBACKs together, not the larger of two p99s.
+        pubackP99Ms: all.some((s) => s.pubackLatency)
+          ? mergeLatency(all.flatMap((s) => (s.pubackLatency ? [s.pubackLatency] : []))).p99Ms
+          : 0,
       }
       // A count is as of when it was asked: the threads answer once they get to it.
       if (asked <= deadline) lastInGrace = Math.max(lastInGrace, sum.connected)

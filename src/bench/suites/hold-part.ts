@@ -8,6 +8,7 @@
 import type { MessagePort } from 'node:worker_threads'
 import mqtt, { type IClientOptions } from 'mqtt'
 import { type Fleet, localDeviceCount, startFleet } from '../../../devices/fleet.ts'
+import type { LatencySnapshot } from '../../../devices/latency.ts'
 import { ChannelEnd, portCarrier } from '../../runtime/channel.ts'
 import { serveThread } from '../../runtime/thread.ts'
 import { type BareLoop, bareLoop } from './bare-loop.ts'
@@ -27,8 +28,8 @@ export interface HoldPartStats {
   published: number
   /** Publishes sent and not yet acknowledged: the broker's backlog, as the devices see it. */
   inFlight: number
-  /** The fleet's PUBACK latency since the start, p99 (ms); the bare loop does not measure it. */
-  pubackP99Ms?: number
+  /** The fleet's PUBACK latency since the start (mergeable); the bare loop does not measure it. */
+  pubackLatency?: LatencySnapshot
   /** This thread's V8 heap in use, bytes: the fleet's memory without the broker's. */
   heapUsed: number
 }
@@ -76,7 +77,7 @@ serveThread<HoldPartInit>((init) => {
         connected: s?.connected ?? 0,
         published: s?.published ?? 0,
         inFlight: s?.inFlight ?? 0,
-        ...(f ? { pubackP99Ms: f.pubackLatency.p99Ms } : {}),
+        ...(f ? { pubackLatency: f.pubackLatency } : {}),
         heapUsed: process.memoryUsage().heapUsed,
       }
     },
