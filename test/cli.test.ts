@@ -1,9 +1,34 @@
-import { readdir, readFile } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { cp, mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { runCli, tempDir } from './helpers.ts'
+import { ROOT, runCli, tempDir } from './helpers.ts'
+
+const run = promisify(execFile)
 
 describe('fleetsim CLI', () => {
+  it("prints its own version from a checkout whose folder name has a dot (yargs' guess said 'unknown')", async () => {
+    const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    const base = await tempDir()
+    const copy = join(base, `fleetsim-${version}`)
+    try {
+      await mkdir(copy)
+      // node_modules as hard links (a copy of its files in well under a second): Node.js finds
+      // yargs under the copy, not back in this checkout as it would through a symbolic link.
+      await run('cp', ['-al', join(ROOT, 'node_modules'), copy])
+      for (const d of ['package.json', 'src', 'devices', 'bridge'])
+        await cp(join(ROOT, d), join(copy, d), { recursive: true })
+      // Through tsx: the copy builds no bundle of its own.
+      const r = await run(process.execPath, [join(copy, 'src/cli/bin.js'), '--version'], {
+        env: { ...process.env, FLEETSIM_NO_BUNDLE: '1' },
+      })
+      expect(r.stdout.trim()).toBe(version)
+    } finally {
+      await rm(base, { recursive: true, force: true })
+    }
+  })
+
   it('rejects a misspelled flag, naming it', async () => {
     const r = await runCli(['run', '--devicez', 'person:1'])
     expect(r.code).not.toBe(0)

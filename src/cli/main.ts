@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import yargs, { type Argv, type CommandModule } from 'yargs'
 import { redactText } from '../config/redact.ts'
 import { FleetsimError } from '../errors.ts'
@@ -38,6 +40,15 @@ export function commandsFor(argv: readonly string[]): string[] {
 /** Thrown by yargs' fail handler so that main() can print one clear line and pick the exit code. */
 class UsageError extends FleetsimError {}
 
+/**
+ * fleetsim's version, from its own package.json. Not yargs' guess: yargs looks for package.json
+ * from the folder above its node_modules, but takes a folder whose name has a dot (`fleetsim-0.1.0`,
+ * mktemp's `tmp.X`) for a file and starts one folder higher, where it finds none: "unknown".
+ */
+const version = (): string =>
+  (JSON.parse(readFileSync(join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string })
+    .version
+
 /** Builds the CLI parser; exported so tests can parse without spawning a process. */
 export async function buildCli(argv: string[]): Promise<Argv> {
   const modules = await Promise.all(commandsFor(argv).map((name) => COMMANDS[name]!()))
@@ -51,7 +62,7 @@ export async function buildCli(argv: string[]): Promise<Argv> {
     .recommendCommands()
     .help()
     .alias('help', 'h')
-    .version()
+    .version(version())
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((msg, err) => {
       throw err ?? new UsageError('FLEETSIM_USAGE', msg)
