@@ -109,9 +109,9 @@ export const FLEET_DEFAULTS = {
   connectGraceMs: 30_000,
   keepaliveS: 60,
   /**
-   * The keepalive timers of all devices tick on one grid (devices/interval-wheel.ts): at most this
-   * often, and at least 8 times per ping interval (MQTT.js pings after keepalive/2 twice idle), so a
-   * 60 s keepalive pings after 60 s ± 1 s, and a 1 s keepalive after 1 s ± 63 ms.
+   * The keepalive checks of all devices tick on one grid (devices/interval-wheel.ts): at most this
+   * often, and at least 8 times per check (a link checks every half keepalive, devices/mqtt-link.ts),
+   * so a 60 s keepalive is checked every 30 s ± 1 s, and a 1 s keepalive every 0.5 s ± 63 ms.
    */
   keepaliveTickMs: 1_000,
   topicTemplate: 'fleet/{model}/{deviceId}/telemetry',
@@ -120,7 +120,7 @@ export const FLEET_DEFAULTS = {
   rampTickMs: 10,
   /**
    * Connection attempts opened in one turn of the event loop. Opening one costs ~0.1–0.5 ms of CPU
-   * (MQTT.js client, stream, CONNECT); 50 keep a turn short, so that while a large fleet connects
+   * (stream, CONNECT); 50 keep a turn short, so that while a large fleet connects
    * the devices already connected are served on schedule (issue 17: connects must not compete
    * with publishing).
    */

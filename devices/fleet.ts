@@ -221,7 +221,7 @@ export interface FleetStats {
   errorsByCause: Record<string, number>
   /** Socket opened → CONNACK of successful attempts. */
   connectLatency: LatencySnapshot
-  /** Publish handed to MQTT.js → PUBACK (QoS ≥ 1) or written (QoS 0). */
+  /** Publish handed to the link → PUBACK (QoS ≥ 1) or written (QoS 0). */
   pubackLatency: LatencySnapshot
   /** Workers (0 = all devices in this thread). */
   workers: number
@@ -375,6 +375,18 @@ function validate(opts: FleetOptions): void {
         `'${t}' must contain {deviceId} (or {index}) so that every device gets its own topic and client id`,
       )
     }
+  }
+  // MQTT 3.1.1 §4.7.1, §4.7.3: a publish topic has no wildcard and no U+0000 (a broker disconnects the sender).
+  if (
+    opts.topicTemplate !== undefined &&
+    (opts.topicTemplate.includes('+') ||
+      opts.topicTemplate.includes('#') ||
+      opts.topicTemplate.includes('\0'))
+  ) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_TEMPLATE_STRING',
+      `topic '${opts.topicTemplate}' has a wildcard (+ or #) or a NUL, which no publish topic may have; use e.g. fleet/{model}/{deviceId}/telemetry`,
+    )
   }
   if (opts.commandTopicTemplate !== undefined)
     checkCommandTopic(opts.commandTopicTemplate, 'commandTopicTemplate')

@@ -1,20 +1,21 @@
 import type { Clock, TimerHandle } from '../src/runtime/clock.ts'
 
 /**
- * One timer for the keepalive of every connection of a fleet, where MQTT.js would give each client
- * a `setInterval` of its own and replace it (clear, then a new one) on every packet it sends or
- * acknowledges: 100,000 devices at 0.1 msg/s would keep 100,000 timers and allocate 20,000 more a
- * second. Handed to MQTT.js as its `timerVariant` (`{ set, clear }`, interval semantics).
+ * One timer for the keepalive of every connection of a fleet, where each link would otherwise keep
+ * a `setInterval` of its own: 100,000 devices would keep 100,000 timers. Each link sets one
+ * interval (`{ set, clear }`, interval semantics) while it is up (devices/mqtt-link.ts).
  *
- * Intervals fire on a grid of `tickMs` (a keepalive of 60 s pings after 60 s ± one tick). Entries
- * wait in buckets by tick; clear() only marks an entry, and set() right after a clear() (MQTT.js's
+ * Intervals fire on a grid of `tickMs` (an interval of 30 s fires after 30 s ± one tick). Entries
+ * wait in buckets by tick; clear() only marks an entry, and set() right after a clear() (a
  * reschedule) reuses the marked entry and moves its due time: the entry stays in its bucket and is
  * moved when that bucket comes due (as Node's own timer lists do), so a reschedule allocates
  * nothing and costs O(1), and each connection is moved at most once per interval.
  *
  * @example
  *   const wheel = new IntervalWheel(systemClock, 1000)
- *   new MqttClient(stream, { keepalive: 60, timerVariant: wheel.timer })
+ *   const id = wheel.timer.set(check, 30_000)
+ *   …
+ *   wheel.timer.clear(id)
  */
 export class IntervalWheel {
   /** Bucket of each tick that has entries; ticks are `ceil(due / tickMs)`. */
@@ -23,7 +24,7 @@ export class IntervalWheel {
   private handled: number
   private live = 0
   private handle: TimerHandle | undefined
-  /** The entry cleared last, for set() to reuse (MQTT.js clears, then sets, with nothing in between). */
+  /** The entry cleared last, for set() to reuse (a reschedule clears, then sets, with nothing in between). */
   private spare: Entry | undefined
   /**
    * Times are kept in ms since this origin: small integers (V8 stores them in the entry itself),
@@ -31,7 +32,7 @@ export class IntervalWheel {
    */
   private readonly origin: number
 
-  /** What MQTT.js takes as `timerVariant`: interval semantics, ids are entries. */
+  /** What links take as their keepalive timer: interval semantics, ids are entries. */
   readonly timer: MqttTimer
 
   constructor(
@@ -152,13 +153,13 @@ export class IntervalWheel {
   }
 }
 
-/** MQTT.js's `timerVariant` object (its `Timer` type): `set` has setInterval semantics. */
+/** A keepalive timer (the shape of MQTT.js's `timerVariant`): `set` has setInterval semantics. */
 export interface MqttTimer {
   set(fn: () => void, ms: number): unknown
   clear(id: unknown): void
 }
 
-/** One interval: the id MQTT.js holds. */
+/** One interval: the id its link holds. */
 class Entry {
   fn: (() => void) | undefined = undefined
   every = 0

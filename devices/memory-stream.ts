@@ -74,7 +74,7 @@ class Half extends Duplex {
 }
 
 /**
- * Two connected in-memory streams, like a socket pair without file descriptors: MQTT.js writes
+ * Two connected in-memory streams, like a socket pair without file descriptors: a client writes
  * to one end, a broker (`aedes.handle(stream)`) reads the other. The MQTT bytes are the same as on TCP.
  * (node:stream `duplexPair` arrives in Node 22.6; fleetsim supports Node 20.)
  *

@@ -1,36 +1,34 @@
 /**
- * The one module that knows MQTT.js (checked against mqtt 5.16, the range pinned in package.json;
- * test/fleet-mqtt-link.test.ts pins the behaviour below against the real library):
+ * A device's MQTT connection: the client side of MQTT 3.1.1 and 5 that a simulated device needs,
+ * over any stream (TCP, TLS, WebSocket, a channel to another thread, an in-memory pair). Packets
+ * are encoded and parsed by mqtt-packet (the codec of MQTT.js and aedes); the session is kept here.
  *
- * - `reconnectPeriod: 0`: MQTT.js never reconnects by itself; the connector decides when, and
- *   dial() calls the public `client.reconnect()`.
- * - After a lost connection the client is ended with `end(true)` at once: with `reconnectPeriod: 0`
- *   and a clean session that fails every unacknowledged publish callback ("Connection closed") and
- *   empties its stores, so the next connection starts clean; the publisher has already taken those
- *   messages back (they carry an older generation, and their callbacks are ignored).
- * - MQTT.js fails in-flight callbacks *before* it emits the error of a forced clean-up (keepalive
- *   timeout); a publish error without a numeric reason code is therefore a lost connection, reported
- *   one microtask later so that the error event has named the cause.
- * - A CONNACK refusal is an error with a numeric `code` (the return or reason code), emitted before
- *   the stream closes.
- * - MQTT.js's own CONNACK timer is set past the connector's attempt deadline, so ours decides.
- * - `timerVariant` takes any `{ set, clear }` with setInterval semantics: the fleet gives every
- *   client the same IntervalWheel (devices/interval-wheel.ts), one timer for all keepalives instead
- *   of a setInterval per client that MQTT.js replaces on every packet sent or acknowledged.
- * - `outgoingStore` and `incomingStore` take any Store (put, get, del, close, createStream); a
- *   store given in the options is kept across reconnects, and `close()` only empties it. MQTT.js
- *   reads `createStream()` on every CONNACK (to resend what a resumed session holds) through
- *   `on('error')`, `on('end')`, `read(1)`, `once('readable')` and `destroy()`, and emits 'connect'
- *   at its 'end'. LightStore allocates its map only when a first message is stored, and answers
- *   createStream() of an empty store with a stream that just ends, rather than the object-mode
- *   Readable (and its setTimeout on destroy) MQTT.js's own Store makes at every connect.
+ * Why not MQTT.js, whose codec this is: a fleet holds 100,000 of these in one process. An
+ * MQTT.js client is an object-mode Writable with its own stores, timers, parser and message-id
+ * provider, and each publish goes through a packet object, an rfdc clone for the store, a stream
+ * write and several callbacks. Held at 40,000 devices in the bench, that was 14 KiB of heap and
+ * about 0.1 ms of CPU per device-message in the fleet's threads, and with fleetsim's own work on
+ * top the fleet's threads took the broker's core (issue 17). A device needs far less:
+ *
+ * - CONNECT (clean session, keepalive, credentials, an optional will), then CONNACK: accepted is
+ *   `up()`, a refusal is `down(cause)` with the return or reason code named (devices/causes.ts).
+ * - PUBLISH at QoS 0, 1 and 2, each written as one buffer; a QoS 1 publish's callback runs at its
+ *   PUBACK, a QoS 2 one's at its PUBCOMP (after PUBREC and our PUBREL); an MQTT 5 reason code of
+ *   0x80 or more in the PUBACK or PUBREC fails it with that numeric `code`.
+ * - Keepalive on a shared timer (`keepaliveTimer`: an IntervalWheel's, one timer for every
+ *   device): every half keepalive the link sends PINGREQ if it sent nothing for that long, and a
+ *   PINGREQ unanswered for a whole keepalive is a lost connection (`keepalive timeout`).
+ * - SUBSCRIBE to command topics at every connect (a clean session forgets them) and incoming QoS 0
+ *   and 1 PUBLISH, acknowledged once `command()` returns.
+ * - A lost connection is reported as `down(cause)` first, then every publish still waiting fails
+ *   with an error without a numeric code ("Connection closed"): the publisher takes those back.
+ *
+ * No reconnect of its own: the connector decides when, and dial() opens a new stream.
  */
 import { connect as netConnect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
-import { EventEmitter } from 'node:events'
-import { Readable } from 'node:stream'
-import { type IClientOptions, type IClientPublishOptions, type IStore, MqttClient, type Packet } from 'mqtt'
+import mqttPacket from 'mqtt-packet'
 import { createWebSocketStream, WebSocket } from 'ws'
 import { type Clock, systemClock } from '../src/runtime/clock.ts'
 import { CAUSES, type Cause, connackCause, socketCause } from './causes.ts'
@@ -61,11 +59,6 @@ export interface FleetTls {
   rejectUnauthorized?: boolean
 }
 
-/** Margin by which MQTT.js's own CONNACK timer trails the connector's deadline. */
-const MQTTJS_CONNECT_TIMEOUT_MARGIN_MS = 5_000
-
-const noop = () => {}
-
 /** Settings every device of a fleet shares. */
 export interface LinkSettings {
   protocolVersion: 4 | 5
@@ -75,8 +68,10 @@ export interface LinkSettings {
   password?: string
   /** Publish `online` (retained) to the device's status topic on connect, `offline` as its will and on close. */
   status: boolean
-  /** One keepalive timer for all links (an IntervalWheel's `timer`); default: MQTT.js's setInterval per client. */
+  /** One keepalive timer for all links (an IntervalWheel's `timer`); default: a setInterval per link. */
   keepaliveTimer?: MqttTimer
+  /** For the keepalive's idle checks; default the system clock. */
+  clock?: Clock
 }
 
 export interface LinkEvents {
@@ -86,22 +81,98 @@ export interface LinkEvents {
   command?(topic: string, payload: Buffer): void
 }
 
-type Phase = 'idle' | 'connecting' | 'up'
+/** What a publish takes: the QoS and the retain flag. */
+export interface LinkPublishOptions {
+  qos?: 0 | 1 | 2
+  retain?: boolean
+}
+
+type Phase = 'idle' | 'connecting' | 'up' | 'closing'
+
+/** MQTT control packet types (the high nibble of the first byte), MQTT 3.1.1 §2.2.1. */
+const PUBACK = 4
+const PUBREC = 5
+const PUBCOMP = 7
+const PINGRESP = 13
+/** PINGREQ and DISCONNECT (MQTT 3.1.1 and MQTT 5 with reason code 0 and no properties: same bytes). */
+const PINGREQ_BYTES = Buffer.from([0xc0, 0x00])
+const DISCONNECT_BYTES = Buffer.from([0xe0, 0x00])
+/** The largest remaining length a fixed header can carry (four length bytes), MQTT 3.1.1 §2.2.3. */
+const MAX_REMAINING_LENGTH = 268_435_455
+/** Packet identifiers are 1–65535 (MQTT 3.1.1 §2.3.1). */
+const MAX_PACKET_ID = 65_535
+
+const closedError = () => new Error('Connection closed')
+
+/** A setInterval per link, where no shared keepalive timer is given. */
+const ownTimer: MqttTimer = {
+  set: (fn, ms) => setInterval(fn, ms),
+  clear: (id) => clearInterval(id as NodeJS.Timeout),
+}
+
+/**
+ * mqtt-packet's parser for the packets other than PUBACK and PINGRESP (CONNACK, SUBACK, PUBLISH,
+ * DISCONNECT): one per protocol version for all links of a thread, each fed one whole packet at a
+ * time, so that it emits that packet before parse() returns and keeps no state between links.
+ */
+const parsers = new Map<
+  4 | 5,
+  { parser: ReturnType<typeof mqttPacket.parser>; last: mqttPacket.Packet | undefined }
+>()
+function parseOne(frame: Buffer, protocolVersion: 4 | 5): mqttPacket.Packet | Error {
+  let p = parsers.get(protocolVersion)
+  if (!p) {
+    const parser = mqttPacket.parser({ protocolVersion })
+    const slot: { parser: typeof parser; last: mqttPacket.Packet | undefined } = { parser, last: undefined }
+    parser.on('packet', (packet) => {
+      slot.last = packet
+    })
+    // Kept in `parser.error`; parse() starts afresh after one.
+    parser.on('error', () => {})
+    p = slot
+    parsers.set(protocolVersion, p)
+  }
+  p.last = undefined
+  p.parser.parse(frame)
+  const packet = p.last as mqttPacket.Packet | undefined
+  p.last = undefined
+  const error = (p.parser as unknown as { error: Error | null }).error
+  if (error) return error
+  return packet ?? new Error('incomplete packet')
+}
+
+/** Bytes of the variable-length remaining length (MQTT 3.1.1 §2.2.3). */
+function lengthBytes(n: number): number {
+  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4
+}
 
 /**
  * One device's MQTT connection. dial() opens it (the first time) or reopens it; the outcome comes
  * as `up()` or `down(cause)`. drop() hangs up without a report.
  */
 export class MqttLink {
-  private client: MqttClient | undefined
+  private stream: Duplex | undefined
   private phase: Phase = 'idle'
   private lastError: unknown
+  /** Bytes of a packet not yet wholly received. */
+  private partial: Buffer | undefined
+  private lastId = 0
+  /** The publish waiting for the PUBACK of `firstId` (most devices have at most one in flight); more in `others`. */
+  private firstId = 0
+  private firstDone: ((err?: Error) => void) | undefined
+  private others: Map<number, (err?: Error) => void> | undefined
+  private keepalive: unknown
+  private lastSentAt = 0
+  /** When the PINGREQ now unanswered was sent; 0 when none is. */
+  private pingSentAt = 0
+  /** Resolves close(): the stream's 'close'. */
+  private onClosed: (() => void) | undefined
 
   constructor(
     private readonly clientId: string,
     private readonly statusTopic: string | undefined,
     private readonly settings: LinkSettings,
-    private readonly stream: () => Duplex,
+    private readonly builder: () => Duplex,
     private readonly events: LinkEvents,
     /** Topics to subscribe to (QoS 1) on every connect, for commands; none by default. */
     private readonly commandTopics?: readonly string[],
@@ -111,119 +182,361 @@ export class MqttLink {
     return this.phase === 'up'
   }
 
+  /** Opens a new connection (a previous one is hung up first); the outcome is up() or down(). */
   dial(): void {
+    if (this.stream) this.release(false)
     this.phase = 'connecting'
     this.lastError = undefined
-    if (this.client) {
-      this.client.reconnect()
-      return
-    }
+    this.partial = undefined
     const s = this.settings
-    const options: IClientOptions = {
-      clientId: this.clientId,
+    const stream = this.builder()
+    this.stream = stream
+    // Events of a stream this link has since let go of are ignored.
+    stream.on('data', (chunk: Buffer) => {
+      if (this.stream === stream) this.received(chunk)
+    })
+    stream.on('error', (err) => {
+      if (this.stream === stream) this.lastError ??= err
+    })
+    // This side never stays half open: the broker's end is the connection's end, as for MQTT.js.
+    stream.on('end', () => stream.destroy())
+    stream.on('close', () => {
+      if (this.stream === stream) this.lost()
+    })
+    const connect: mqttPacket.IConnectPacket = {
+      cmd: 'connect',
+      protocolId: 'MQTT',
       protocolVersion: s.protocolVersion,
+      clientId: this.clientId,
       clean: true,
       keepalive: s.keepaliveS,
-      connectTimeout: s.attemptTimeoutMs + MQTTJS_CONNECT_TIMEOUT_MARGIN_MS,
-      reconnectPeriod: 0,
-      resubscribe: false,
-      // MQTT.js calls its logger on every packet; debug's disabled check alone costs ~5 % of a busy fleet.
-      log: noop,
-      // MQTT.js queues QoS 0 without bound while offline; the publisher decides instead.
-      queueQoSZero: false,
-      outgoingStore: new LightStore(),
-      incomingStore: new LightStore(),
-      ...(s.keepaliveTimer
-        ? { timerVariant: s.keepaliveTimer as unknown as IClientOptions['timerVariant'] }
-        : {}),
       ...(s.username !== undefined ? { username: s.username } : {}),
-      ...(s.password !== undefined ? { password: s.password } : {}),
+      ...(s.password !== undefined ? { password: Buffer.from(s.password) } : {}),
       ...(s.status && this.statusTopic
         ? {
             will: { topic: this.statusTopic, payload: Buffer.from('offline'), qos: 1 as const, retain: true },
           }
         : {}),
     }
-    const client = new MqttClient(this.stream, options)
-    this.client = client
-    client.on('connect', () => {
-      if (this.phase !== 'connecting') return
-      this.phase = 'up'
-      if (this.settings.status && this.statusTopic) {
-        client.publish(this.statusTopic, 'online', { qos: 1, retain: true })
-      }
-      // A clean session forgets subscriptions: subscribe again on every connect.
-      if (this.commandTopics?.length) client.subscribe([...this.commandTopics], { qos: 1 }, noop)
-      this.events.up()
-    })
-    if (this.commandTopics?.length) {
-      client.on('message', (topic, payload) => {
-        if (this.phase === 'up') this.events.command?.(topic, payload)
-      })
-    }
-    // Every error is followed by 'close' (or, for a publish, a failed callback): remember it for the cause.
-    client.on('error', (err) => {
-      this.lastError = err
-    })
-    client.on('close', () => this.lost())
+    this.write(mqttPacket.generate(connect, { protocolVersion: s.protocolVersion }))
   }
 
   /** Hangs up the attempt or connection; no down() follows. */
   drop(): void {
-    this.phase = 'idle'
-    this.client?.end(true)
+    this.release(false)
   }
 
-  /** Hands one message to MQTT.js; `done` on PUBACK (QoS ≥ 1) or once written (QoS 0). */
-  publish(topic: string, payload: string, opts: IClientPublishOptions, done: (err?: Error) => void): void {
-    this.client!.publish(topic, payload, opts, (err) => {
-      if (err && typeof (err as { code?: unknown }).code !== 'number' && this.phase === 'up') {
-        // The connection went (see the module comment): report it first, so that this callback
-        // belongs to the previous connection and the message is taken back, not failed.
-        queueMicrotask(() => {
-          this.lost()
-          done(err)
-        })
-        return
-      }
-      done(err)
-    })
+  /**
+   * Sends one message; `done` at its PUBACK (QoS ≥ 1) or once written (QoS 0). On a link that is
+   * not up, `done` fails at once (the publisher sends only to devices that are up).
+   */
+  publish(topic: string, payload: string, opts: LinkPublishOptions, done: (err?: Error) => void): void {
+    if (this.phase !== 'up' && this.phase !== 'closing') {
+      queueMicrotask(() => done(closedError()))
+      return
+    }
+    const qos = opts.qos ?? 0
+    const v5 = this.settings.protocolVersion === 5
+    const topicBytes = Buffer.byteLength(topic)
+    const payloadBytes = Buffer.byteLength(payload)
+    // Topic length, topic, packet id (QoS 1), properties length (MQTT 5: none), payload.
+    const remaining = 2 + topicBytes + (qos ? 2 : 0) + (v5 ? 1 : 0) + payloadBytes
+    if (remaining > MAX_REMAINING_LENGTH) {
+      queueMicrotask(() => done(new Error(`message of ${payloadBytes} bytes is over MQTT's limit`)))
+      return
+    }
+    const buf = Buffer.allocUnsafe(1 + lengthBytes(remaining) + remaining)
+    buf[0] = 0x30 | (qos << 1) | (opts.retain ? 1 : 0)
+    let at = 1
+    let n = remaining
+    do {
+      let byte = n % 128
+      n = Math.floor(n / 128)
+      if (n > 0) byte |= 0x80
+      buf[at++] = byte
+    } while (n > 0)
+    buf.writeUInt16BE(topicBytes, at)
+    at += 2
+    at += buf.write(topic, at)
+    if (qos) {
+      const id = this.nextId()
+      buf.writeUInt16BE(id, at)
+      at += 2
+      this.track(id, done)
+    }
+    if (v5) buf[at++] = 0
+    buf.write(payload, at)
+    if (qos) this.write(buf)
+    else {
+      this.lastSentAt = this.now()
+      this.stream!.write(buf, (err) => done(err ?? undefined))
+    }
   }
 
   /**
    * Ends the connection: `offline` status first when asked, then DISCONNECT (or a forced close
-   * when the connection is down or `force`).
+   * when the connection is down or `force`). Resolves once the stream has closed.
    */
   async close(force: boolean): Promise<void> {
-    const c = this.client
+    const stream = this.stream
     const wasUp = this.phase === 'up'
-    this.phase = 'idle'
-    if (!c) return
-    if (wasUp && !force) {
-      if (this.settings.status && this.statusTopic) {
-        await c.publishAsync(this.statusTopic, 'offline', { qos: 1, retain: true }).catch(() => {})
-      }
-      await c.endAsync(false).catch(() => {})
+    if (!stream) {
+      this.phase = 'idle'
+      return
+    }
+    if (!wasUp || force) {
+      this.release(false)
+      return
+    }
+    this.phase = 'closing'
+    this.stopKeepalive()
+    if (this.settings.status && this.statusTopic) {
+      await new Promise<void>((r) =>
+        this.publish(this.statusTopic!, 'offline', { qos: 1, retain: true }, () => r()),
+      )
+    }
+    if (this.stream !== stream) return
+    const closed = new Promise<void>((r) => {
+      this.onClosed = r
+    })
+    // DISCONNECT, then our end; the broker closes its end, which is the stream's 'close'.
+    this.write(DISCONNECT_BYTES)
+    stream.end()
+    await closed
+  }
+
+  /** Closes the stream now, whatever it is waiting for (a DISCONNECT that never completes). */
+  forceClose(): void {
+    this.release(false)
+  }
+
+  private write(buf: Buffer): void {
+    this.lastSentAt = this.now()
+    this.stream!.write(buf)
+  }
+
+  private now(): number {
+    return (this.settings.clock ?? systemClock).now()
+  }
+
+  private nextId(): number {
+    let id = this.lastId
+    do id = id === MAX_PACKET_ID ? 1 : id + 1
+    while (id === this.firstId || this.others?.has(id))
+    this.lastId = id
+    return id
+  }
+
+  private track(id: number, done: (err?: Error) => void): void {
+    if (this.firstDone === undefined) {
+      this.firstId = id
+      this.firstDone = done
     } else {
-      await c.endAsync(true).catch(() => {})
+      this.others ??= new Map()
+      this.others.set(id, done)
     }
   }
 
-  /** Closes the socket now, whatever MQTT.js is waiting for (a DISCONNECT that never completes). */
-  forceClose(): void {
-    this.phase = 'idle'
-    this.client?.stream?.destroy()
+  private settle(id: number, err?: Error): void {
+    let done: ((err?: Error) => void) | undefined
+    if (this.firstDone !== undefined && this.firstId === id) {
+      done = this.firstDone
+      this.firstDone = undefined
+      this.firstId = 0
+    } else {
+      done = this.others?.get(id)
+      if (done) this.others!.delete(id)
+    }
+    done?.(err)
   }
 
-  private lost(): void {
+  /** Fails every publish still waiting for its PUBACK. */
+  private failPending(): void {
+    const first = this.firstDone
+    const others = this.others
+    this.firstDone = undefined
+    this.firstId = 0
+    this.others = undefined
+    first?.(closedError())
+    if (others) for (const done of others.values()) done(closedError())
+  }
+
+  /**
+   * Lets go of the stream (no event of it reaches this link any more) and destroys it; with
+   * `report`, a connection that was connecting or up is reported lost, with its cause, before the
+   * publishes still waiting fail.
+   */
+  private release(report: boolean): void {
+    const stream = this.stream
     const phase = this.phase
-    if (phase === 'idle') return
+    this.stream = undefined
     this.phase = 'idle'
-    const cause = this.causeOf(this.lastError, phase === 'up')
-    this.lastError = undefined
-    this.events.down(cause)
-    // Flush MQTT.js's state of this connection (see the module comment); the next dial() reconnects.
-    this.client?.end(true)
+    this.partial = undefined
+    this.stopKeepalive()
+    stream?.destroy()
+    if (report && (phase === 'connecting' || phase === 'up')) {
+      const cause = this.causeOf(this.lastError, phase === 'up')
+      this.lastError = undefined
+      this.events.down(cause)
+    }
+    this.failPending()
+    const closed = this.onClosed
+    this.onClosed = undefined
+    closed?.()
+  }
+
+  /** The stream closed: after our DISCONNECT, what close() waits for; otherwise a lost connection. */
+  private lost(): void {
+    this.release(true)
+  }
+
+  /** A protocol failure, a refusal or a dead connection: closes it, and reports `err` as its cause. */
+  private abort(err: Error): void {
+    this.lastError = err
+    this.release(true)
+  }
+
+  private startKeepalive(): void {
+    const ms = this.settings.keepaliveS * 1000
+    if (ms <= 0) return
+    const timer = this.settings.keepaliveTimer ?? ownTimer
+    this.pingSentAt = 0
+    this.keepalive = timer.set(() => this.checkAlive(ms), ms / 2)
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepalive === undefined) return
+    ;(this.settings.keepaliveTimer ?? ownTimer).clear(this.keepalive)
+    this.keepalive = undefined
+  }
+
+  /** Every half keepalive: a PINGREQ if nothing was sent for that long; a loss if the last one went unanswered. */
+  private checkAlive(keepaliveMs: number): void {
+    if (this.phase !== 'up' || !this.stream) return
+    const now = this.now()
+    if (this.pingSentAt !== 0) {
+      if (now - this.pingSentAt >= keepaliveMs) this.abort(new Error('Keepalive timeout'))
+      return
+    }
+    if (now - this.lastSentAt >= keepaliveMs / 2) {
+      this.pingSentAt = now
+      this.write(PINGREQ_BYTES)
+    }
+  }
+
+  /** Splits what arrived into whole packets (MQTT 3.1.1 §2.2: a type byte, then a variable-length remaining length). */
+  private received(chunk: Buffer): void {
+    const buf = this.partial ? Buffer.concat([this.partial, chunk]) : chunk
+    this.partial = undefined
+    const stream = this.stream
+    let at = 0
+    while (at < buf.length) {
+      let length = 0
+      let multiplier = 1
+      let i = at + 1
+      let whole = false
+      while (i < buf.length && i < at + 5) {
+        const byte = buf[i++]!
+        length += (byte & 0x7f) * multiplier
+        multiplier *= 128
+        if ((byte & 0x80) === 0) {
+          whole = true
+          break
+        }
+      }
+      if (!whole) {
+        if (i >= at + 5) {
+          this.abort(new Error('malformed remaining length'))
+          return
+        }
+        break
+      }
+      const end = i + length
+      if (end > buf.length) break
+      this.packet(buf, at, i, end)
+      // The packet may have ended the connection (a refusal, a protocol error).
+      if (this.stream !== stream) return
+      at = end
+    }
+    if (at < buf.length) this.partial = buf.subarray(at)
+  }
+
+  private packet(buf: Buffer, start: number, body: number, end: number): void {
+    const type = buf[start]! >> 4
+    if ((type === PUBACK || type === PUBREC || type === PUBCOMP) && this.phase !== 'connecting') {
+      if (end - body < 2) {
+        this.abort(new Error('malformed acknowledgement'))
+        return
+      }
+      // Packet id; MQTT 5 may add a reason code (0x80 and above: the broker refused the message).
+      const id = buf.readUInt16BE(body)
+      const reason = end - body > 2 ? buf[body + 2]! : 0
+      if (reason >= 0x80) {
+        const name = type === PUBACK ? 'PUBACK' : type === PUBREC ? 'PUBREC' : 'PUBCOMP'
+        this.settle(id, Object.assign(new Error(`${name} reason code ${reason}`), { code: reason }))
+      } else if (type === PUBREC) {
+        // QoS 2, second step: PUBREL (type 6, flags 0b0010), and the publish waits for PUBCOMP.
+        const rel = Buffer.allocUnsafe(4)
+        rel[0] = 0x62
+        rel[1] = 2
+        rel.writeUInt16BE(id, 2)
+        this.write(rel)
+      } else this.settle(id)
+      return
+    }
+    if (type === PINGRESP) {
+      this.pingSentAt = 0
+      return
+    }
+    const packet = parseOne(buf.subarray(start, end), this.settings.protocolVersion)
+    if (packet instanceof Error) {
+      this.abort(packet)
+      return
+    }
+    // SUBACK (subscriptions are not checked), an MQTT 5 DISCONNECT (the broker's close follows) and
+    // anything else a client may ignore need nothing.
+    if (packet.cmd === 'connack') this.connack(packet)
+    else if (packet.cmd === 'publish') this.incoming(packet)
+  }
+
+  private connack(packet: mqttPacket.IConnackPacket): void {
+    if (this.phase !== 'connecting') {
+      this.abort(new Error('unexpected CONNACK'))
+      return
+    }
+    const code = (this.settings.protocolVersion === 5 ? packet.reasonCode : packet.returnCode) ?? 0
+    if (code !== 0) {
+      // A refusal: named by its code (devices/causes.ts), then the connection ends.
+      this.abort(Object.assign(new Error(`CONNACK code ${code}`), { code }))
+      return
+    }
+    this.phase = 'up'
+    this.startKeepalive()
+    if (this.settings.status && this.statusTopic)
+      this.publish(this.statusTopic, 'online', { qos: 1, retain: true }, noop)
+    if (this.commandTopics?.length) {
+      const subscribe: mqttPacket.ISubscribePacket = {
+        cmd: 'subscribe',
+        messageId: this.nextId(),
+        subscriptions: this.commandTopics.map((topic) => ({ topic, qos: 1 as const })),
+      }
+      this.write(mqttPacket.generate(subscribe, { protocolVersion: this.settings.protocolVersion }))
+    }
+    this.events.up()
+  }
+
+  private incoming(packet: mqttPacket.IPublishPacket): void {
+    if (this.phase !== 'up') return
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+    this.events.command?.(packet.topic, payload)
+    if (packet.qos === 1 && this.stream) {
+      // PUBACK: type 4, remaining length 2, the packet id (MQTT 5: reason code 0 may be left out).
+      const ack = Buffer.allocUnsafe(4)
+      ack[0] = 0x40
+      ack[1] = 2
+      ack.writeUInt16BE(packet.messageId!, 2)
+      this.write(ack)
+    }
   }
 
   private causeOf(err: unknown, wasUp: boolean): Cause {
@@ -232,10 +545,11 @@ export class MqttLink {
     if (typeof code === 'number' && !wasUp) return connackCause(code, this.settings.protocolVersion)
     const message = (err as Error).message
     if (message === 'Keepalive timeout') return CAUSES.keepalive
-    if (message === 'connack timeout') return CAUSES.timeout
     return socketCause(err)
   }
 }
+
+const noop = () => {}
 
 /**
  * Takes over the session of `clientId` (a reconnect storm's kick): connects with the same client
@@ -253,17 +567,6 @@ export function kickSession(
   clock: Clock = systemClock,
 ): Promise<boolean> {
   return new Promise((resolve) => {
-    const client = new MqttClient(stream, {
-      clientId,
-      protocolVersion: settings.protocolVersion,
-      clean: true,
-      keepalive: settings.keepaliveS,
-      connectTimeout: timeoutMs,
-      reconnectPeriod: 0,
-      log: noop,
-      ...(settings.username !== undefined ? { username: settings.username } : {}),
-      ...(settings.password !== undefined ? { password: settings.password } : {}),
-    })
     let settled = false
     const settle = (ok: boolean) => {
       if (settled) return
@@ -271,77 +574,20 @@ export function kickSession(
       clock.clearTimer(timer)
       resolve(ok)
       // A graceful DISCONNECT: the broker owes the kicker no will and logs no error.
-      client.end(!ok, noop)
+      if (ok) void link.close(false)
+      else link.drop()
     }
+    const link = new MqttLink(
+      clientId,
+      undefined,
+      // No will, no status, no shared keepalive timer: it leaves at once.
+      { ...settings, status: false, keepaliveTimer: undefined },
+      stream,
+      { up: () => settle(true), down: () => settle(false) },
+    )
     const timer = clock.setTimer(() => settle(false), timeoutMs)
-    client.on('connect', () => settle(true))
-    client.on('error', () => settle(false))
-    client.on('close', () => settle(false))
+    link.dial()
   })
-}
-
-/**
- * MQTT.js's Store (messages sent and not yet acknowledged, or received at QoS 2 and not yet
- * released) with its map made only when a first message is stored: a device that never receives
- * holds one small object for its incoming store instead of a Store, its options and an empty Map.
- * See the module comment for what MQTT.js expects of it.
- */
-export class LightStore implements IStore {
-  private packets: Map<number, Packet> | undefined
-
-  put(packet: Packet, cb: (err?: Error) => void): this {
-    this.packets ??= new Map()
-    this.packets.set(packet.messageId!, packet)
-    cb?.()
-    return this
-  }
-
-  get(packet: Pick<Packet, 'messageId'>, cb: (err?: Error, packet?: Packet) => void): this {
-    const p = this.packets?.get(packet.messageId!)
-    if (p) cb(undefined, p)
-    else cb?.(new Error('missing packet'))
-    return this
-  }
-
-  del(packet: Pick<Packet, 'messageId'>, cb: (err?: Error, packet?: Packet) => void): this {
-    const p = this.packets?.get(packet.messageId!)
-    if (p) {
-      this.packets!.delete(packet.messageId!)
-      cb(undefined, p)
-    } else cb?.(new Error('missing packet'))
-    return this
-  }
-
-  /** Empties the store: MQTT.js closes it when a client ends, and a store given in the options is reused. */
-  close(cb: (err?: Error) => void): void {
-    this.packets = undefined
-    cb?.()
-  }
-
-  createStream(): ReturnType<IStore['createStream']> {
-    if (!this.packets?.size) return new EndedStream() as unknown as ReturnType<IStore['createStream']>
-    return Readable.from([...this.packets.values()], { objectMode: true }) as unknown as ReturnType<
-      IStore['createStream']
-    >
-  }
-}
-
-/** What createStream() of an empty store gives: nothing to read, then 'end' (which makes MQTT.js emit 'connect'). */
-class EndedStream extends EventEmitter {
-  private ended = false
-
-  read(): null {
-    if (!this.ended) {
-      this.ended = true
-      process.nextTick(() => this.emit('end'))
-    }
-    return null
-  }
-
-  destroy(): this {
-    this.ended = true
-    return this
-  }
 }
 
 /** Where and how to open device streams. */

@@ -52,6 +52,10 @@ describe('fleetsim CLI', () => {
     expect(topic.code).toBe(2)
     expect(topic.stderr).toContain("--topic-template 'fleet/all' must contain {deviceId}")
     expect(topic.stdout).toBe('')
+    // A wildcard in a publish topic would have the broker disconnect every device.
+    const wildcard = await runCli(['devices', '--topic', 'fleet/+/{deviceId}', '--duration', '1s'])
+    expect(wildcard.code).toBe(2)
+    expect(wildcard.stderr).toContain("--topic 'fleet/+/{deviceId}' has a wildcard (+ or #)")
     const tls = await runCli(['run', '--broker', 'mqtts://127.0.0.1:8883', '--cert', 'client.pem'])
     expect(tls.code).toBe(2)
     expect(tls.stderr).toContain('mutual TLS needs both --cert and --key')

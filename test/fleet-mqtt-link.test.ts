@@ -1,15 +1,19 @@
 /**
- * Pins the behaviour of MQTT.js that devices/mqtt-link.ts relies on (see its module comment),
- * against the real library and a real broker: if an mqtt upgrade changes any of it, this fails.
+ * The device side of MQTT (devices/mqtt-link.ts) against real brokers (aedes, Mosquitto) and, for
+ * what no broker does on demand (packets cut anywhere, MQTT 5 refusals, garbage), a broker played
+ * by the test.
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes } from 'aedes'
+import mqtt from 'mqtt'
+import mqttPacket from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
 import { IntervalWheel } from '../devices/interval-wheel.ts'
-import { type LinkSettings, LightStore, MqttLink, streamBuilder } from '../devices/mqtt-link.ts'
+import { duplexPair } from '../devices/memory-stream.ts'
+import { type LinkSettings, MqttLink, streamBuilder } from '../devices/mqtt-link.ts'
 import { systemClock } from '../src/runtime/clock.ts'
-import { freePort } from './fleet-helpers.ts'
+import { freePort, hasMosquitto, startMosquitto } from './fleet-helpers.ts'
 import { eventually } from './helpers.ts'
 
 const closers: Array<() => Promise<void> | void> = []
@@ -62,8 +66,8 @@ async function muteBroker(): Promise<{ port: number; sockets: Socket[] }> {
   return { port: (server.address() as { port: number }).port, sockets }
 }
 
-describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
-  it('never reconnects by itself with reconnectPeriod 0; reconnect() after a loss opens a fresh connection; the lost connection fails its pending publish callbacks', async () => {
+describe('MqttLink: connections, losses and their causes', () => {
+  it('never reconnects by itself; dial() after a loss opens a fresh connection; the lost connection fails its pending publish callbacks', async () => {
     let holdPubacks = true
     const { streams, build } = await aedesBroker({
       // While held, the broker never acknowledges a publish.
@@ -86,7 +90,7 @@ describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
     // The pending publish is failed (so nothing is left waiting on the old connection).
     await eventually(() => callback !== undefined)
     expect(callback).toBeInstanceOf(Error)
-    // MQTT.js's own reconnect period is 1 s by default: past it, still one connection.
+    // Past a second (MQTT.js's own reconnect period), still one connection: the link never redials by itself.
     await new Promise((r) => setTimeout(r, 1_200))
     expect(streams.length).toBe(1)
     expect(link.connected).toBe(false)
@@ -99,7 +103,7 @@ describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
     expect(err ?? null).toBeNull()
   })
 
-  it('a CONNACK refusal is an error with the numeric return code, before the close', async () => {
+  it('a CONNACK refusal is reported with its return code named', async () => {
     for (const [returnCode, cause] of [
       [5, 'not authorized'],
       [4, 'bad username or password'],
@@ -127,7 +131,7 @@ describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
     expect(log).toEqual(['down: connection refused'])
   })
 
-  it('on a keepalive timeout fails in-flight callbacks before it emits the error: the link reports the loss first, with its cause', async () => {
+  it('on a keepalive timeout the link reports the loss first, with its cause, then fails the publishes in flight', async () => {
     const { port } = await muteBroker()
     const order: string[] = []
     const build = streamBuilder({ transport: { kind: 'tcp' }, host: '127.0.0.1', port, secure: false })
@@ -143,7 +147,7 @@ describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
     expect(order).toEqual(['up', 'down: keepalive timeout', 'callback: Connection closed'])
   })
 
-  it('keepalive on one IntervalWheel for all links (timerVariant): an idle link pings, and a broker that stops answering is a keepalive timeout', async () => {
+  it('keepalive on one IntervalWheel for all links: an idle link pings, and a broker that stops answering is a keepalive timeout', async () => {
     const wheel = new IntervalWheel(systemClock, 100)
     const withWheel: LinkSettings = { ...settings, keepaliveS: 1, keepaliveTimer: wheel.timer }
     const { aedes, build } = await aedesBroker()
@@ -169,33 +173,153 @@ describe('MQTT.js behaviour the fleet relies on (mqtt ~5.16)', () => {
   })
 })
 
-describe('LightStore (outgoingStore and incomingStore of every link)', () => {
-  it('stores, finds and removes by message id, empties on close, and streams what it holds', async () => {
-    const store = new LightStore()
-    const packet = {
-      cmd: 'publish',
-      messageId: 7,
-      topic: 't',
-      payload: 'x',
-      qos: 1,
-      retain: false,
-      dup: false,
-    } as const
-    store.put(packet, () => {})
-    const found = await new Promise((r) => store.get({ messageId: 7 }, (_e, p) => r(p)))
-    expect(found).toBe(packet)
-    const streamed: unknown[] = []
-    for await (const p of store.createStream() as unknown as AsyncIterable<unknown>) streamed.push(p)
-    expect(streamed).toEqual([packet])
-    const missing = await new Promise<Error | undefined>((r) => store.get({ messageId: 8 }, (e) => r(e)))
-    expect(missing?.message).toBe('missing packet')
-    store.close(() => {})
-    const gone = await new Promise<Error | undefined>((r) => store.del({ messageId: 7 }, (e) => r(e)))
-    expect(gone?.message).toBe('missing packet')
-    // Empty: read() gives nothing, then 'end' (MQTT.js emits 'connect' at it).
-    const empty = store.createStream()
-    const ended = new Promise<void>((r) => empty.on('end', () => r()))
-    expect(empty.read(1)).toBeNull()
-    await ended
+/** A broker played by the test over an in-memory pair: it writes raw bytes, and reads what the link sends. */
+function rawBroker() {
+  const sent: mqttPacket.Packet[] = []
+  let server: Duplex | undefined
+  const build = () => {
+    const [client, s] = duplexPair()
+    server = s
+    const parser = mqttPacket.parser({ protocolVersion: 5 })
+    parser.on('packet', (p) => sent.push(p))
+    s.on('data', (b: Buffer) => parser.parse(b))
+    return client
+  }
+  return {
+    build,
+    sent,
+    write: (bytes: number[]) => server!.write(Buffer.from(bytes)),
+  }
+}
+
+describe('MqttLink: the device side of MQTT', () => {
+  it.skipIf(!hasMosquitto)(
+    'publishes at QoS 0, 1 and 2 to Mosquitto over MQTT 3.1.1 and 5; each callback runs once the broker has the message',
+    async () => {
+      const mosq = await startMosquitto()
+      closers.push(() => mosq.stop())
+      const sub = await mqtt.connectAsync(mosq.url, { clientId: 'pin-sub' })
+      closers.push(() => sub.endAsync())
+      const got: Array<{ topic: string; qos: number; payload: string }> = []
+      sub.on('message', (topic, payload, packet) =>
+        got.push({ topic, qos: packet.qos, payload: `${payload}` }),
+      )
+      await sub.subscribeAsync('pin/#', { qos: 2 })
+      for (const protocolVersion of [4, 5] as const) {
+        const { log, events } = recorder()
+        const build = streamBuilder({
+          transport: { kind: 'tcp' },
+          host: '127.0.0.1',
+          port: mosq.port,
+          secure: false,
+        })
+        const link = new MqttLink(
+          `pin-v${protocolVersion}`,
+          undefined,
+          { ...settings, protocolVersion },
+          build,
+          events,
+        )
+        closers.push(() => link.close(true))
+        link.dial()
+        await eventually(() => log.includes('up'))
+        const results = await Promise.all(
+          ([0, 1, 2] as const).map(
+            (qos) =>
+              new Promise<Error | undefined>((r) =>
+                link.publish(`pin/v${protocolVersion}`, `q${qos}`, { qos }, r),
+              ),
+          ),
+        )
+        expect(results).toEqual([undefined, undefined, undefined])
+        await link.close(false)
+        expect(log).toEqual(['up'])
+      }
+      await eventually(() => got.length === 6)
+      expect(got.sort((a, b) => (a.topic + a.payload).localeCompare(b.topic + b.payload))).toEqual([
+        { topic: 'pin/v4', qos: 0, payload: 'q0' },
+        { topic: 'pin/v4', qos: 1, payload: 'q1' },
+        { topic: 'pin/v4', qos: 2, payload: 'q2' },
+        { topic: 'pin/v5', qos: 0, payload: 'q0' },
+        { topic: 'pin/v5', qos: 1, payload: 'q1' },
+        { topic: 'pin/v5', qos: 2, payload: 'q2' },
+      ])
+    },
+  )
+
+  it('takes packets however the stream cuts them: a CONNACK byte by byte, two PUBACKs in one chunk, one PUBACK across two', async () => {
+    const broker = rawBroker()
+    const { log, events } = recorder()
+    const link = new MqttLink('pin-frames', undefined, settings, broker.build, events)
+    closers.push(() => link.close(true))
+    link.dial()
+    await eventually(() => broker.sent.length === 1)
+    expect(broker.sent[0]).toMatchObject({
+      cmd: 'connect',
+      clientId: 'pin-frames',
+      clean: true,
+      keepalive: 60,
+    })
+    for (const b of [0x20, 0x02, 0x00, 0x00]) broker.write([b])
+    await eventually(() => log.includes('up'))
+    const done: number[] = []
+    for (let i = 1; i <= 3; i++) link.publish('pin/f', `m${i}`, { qos: 1 }, (err) => done.push(err ? -i : i))
+    await eventually(() => broker.sent.length === 4)
+    const ids = broker.sent.slice(1).map((p) => (p as mqttPacket.IPublishPacket).messageId!)
+    expect(new Set(ids).size).toBe(3)
+    const puback = (id: number) => [0x40, 0x02, id >> 8, id & 0xff]
+    broker.write([...puback(ids[1]!), ...puback(ids[0]!), ...puback(ids[2]!).slice(0, 3)])
+    await eventually(() => done.length === 2)
+    broker.write(puback(ids[2]!).slice(3))
+    await eventually(() => done.length === 3)
+    expect(done).toEqual([2, 1, 3])
+    expect(log).toEqual(['up'])
+  })
+
+  it('MQTT 5: a PUBACK reason code of 0x80 or more fails that publish with the numeric code, and the link stays up', async () => {
+    const broker = rawBroker()
+    const { log, events } = recorder()
+    const link = new MqttLink(
+      'pin-v5-refused',
+      undefined,
+      { ...settings, protocolVersion: 5 },
+      broker.build,
+      events,
+    )
+    closers.push(() => link.close(true))
+    link.dial()
+    await eventually(() => broker.sent.length === 1)
+    // CONNACK v5: flags, reason code 0, no properties.
+    broker.write([0x20, 0x03, 0x00, 0x00, 0x00])
+    await eventually(() => log.includes('up'))
+    const results: Array<Error | undefined> = []
+    link.publish('pin/a', 'x', { qos: 1 }, (err) => results.push(err))
+    link.publish('pin/b', 'y', { qos: 1 }, (err) => results.push(err))
+    await eventually(() => broker.sent.length === 3)
+    const [a, b] = broker.sent.slice(1) as mqttPacket.IPublishPacket[]
+    // 0x87: not authorized (for pin/a); 0x00 with no properties for pin/b.
+    broker.write([0x40, 0x04, a!.messageId! >> 8, a!.messageId! & 0xff, 0x87, 0x00])
+    broker.write([0x40, 0x03, b!.messageId! >> 8, b!.messageId! & 0xff, 0x00])
+    await eventually(() => results.length === 2)
+    expect((results[0] as Error & { code?: number }).code).toBe(0x87)
+    expect(results[1]).toBeUndefined()
+    expect(link.connected).toBe(true)
+    expect(log).toEqual(['up'])
+  })
+
+  it('a malformed packet from the broker ends the connection, reported lost with what was wrong', async () => {
+    const broker = rawBroker()
+    const { log, events } = recorder()
+    const link = new MqttLink('pin-malformed', undefined, settings, broker.build, events)
+    closers.push(() => link.close(true))
+    link.dial()
+    await eventually(() => broker.sent.length === 1)
+    broker.write([0x20, 0x02, 0x00, 0x00])
+    await eventually(() => log.includes('up'))
+    // A remaining length whose every byte says "more follows".
+    broker.write([0x40, 0xff, 0xff, 0xff, 0xff, 0x01])
+    await eventually(() => log.length === 2)
+    expect(log[1]).toBe('down: malformed remaining length')
+    expect(link.connected).toBe(false)
   })
 })

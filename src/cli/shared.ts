@@ -247,8 +247,8 @@ export function fleetArgs(args: FleetArgs) {
   }
   const tls = fleetTls({ ca: args.ca, cert: args.cert, key: args.key, insecure: args.insecure })
   checkIdTemplates([
-    ['--topic', args.topic],
-    ['--client-id', args.clientId],
+    ['--topic', args.topic, 'topic'],
+    ['--client-id', args.clientId, 'client id'],
   ])
   const password = args.password ?? process.env.FLEETSIM_MQTT_PASSWORD
   rememberSecret(password)
@@ -347,13 +347,25 @@ export function fleetTls(files: { ca?: string; cert?: string; key?: string; inse
   }
 }
 
-/** Topic and client-id templates must tell devices apart, or every device would share one. */
-export function checkIdTemplates(templates: ReadonlyArray<readonly [flag: string, template: unknown]>): void {
-  for (const [flag, t] of templates) {
-    if (typeof t === 'string' && !t.includes('{deviceId}') && !t.includes('{index}')) {
+/**
+ * Topic and client-id templates must tell devices apart, or every device would share one; a publish
+ * topic has no wildcard and no NUL (MQTT 3.1.1 §4.7.1, §4.7.3: a broker disconnects the sender).
+ */
+export function checkIdTemplates(
+  templates: ReadonlyArray<readonly [flag: string, template: unknown, kind: 'topic' | 'client id']>,
+): void {
+  for (const [flag, t, kind] of templates) {
+    if (typeof t !== 'string') continue
+    if (!t.includes('{deviceId}') && !t.includes('{index}')) {
       throw new ConfigError(
         'FLEETSIM_BAD_TEMPLATE_STRING',
         `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
+      )
+    }
+    if (kind === 'topic' && (t.includes('+') || t.includes('#') || t.includes('\0'))) {
+      throw new ConfigError(
+        'FLEETSIM_BAD_TEMPLATE_STRING',
+        `${flag} '${t}' has a wildcard (+ or #) or a NUL, which no publish topic may have; use e.g. fleet/{model}/{deviceId}/telemetry`,
       )
     }
   }

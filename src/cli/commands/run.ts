@@ -254,8 +254,8 @@ function fleetRunOptions(
         })
       : undefined
   checkIdTemplates([
-    ['--topic-template', rest['topicTemplate']],
-    ['--client-id', rest['clientIdTemplate']],
+    ['--topic-template', rest['topicTemplate'], 'topic'],
+    ['--client-id', rest['clientIdTemplate'], 'client id'],
   ])
   const params = resolveModelParams(
     fc.devices.map((d) => d.model),
