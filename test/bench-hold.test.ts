@@ -46,6 +46,10 @@ describe("the fleet suite's hold (issue 17)", () => {
     // At 1 msg/s over a 6 s window every device publishes (a loaded machine too), and the broker saw each of them.
     expect(result.publishing).toBe(2000)
     expect(result.msgPerS).toBeGreaterThan(0)
+    // Sent in the window: 2,000 devices at 1 msg/s, whatever the broker's backlog at its two ends.
+    expect(result.sentPerS).toBeGreaterThan(1600)
+    expect(result.sentPerS).toBeLessThan(2400)
+    expect(result.inFlightAtStart).toBeGreaterThanOrEqual(0)
     expect(result.fleetHeapPerDevice).toBeGreaterThan(0)
     expect(stderr).not.toMatch(/\n\s+at /)
   }, 90_000)

@@ -45,6 +45,11 @@ export interface ChildResult {
   cpuUsPerDeviceS: number
   /** Messages published (acknowledged) per second in the sustained window. */
   msgPerS: number
+  /**
+   * Hold: messages sent per second in the window (acknowledged plus the change in those not yet
+   * acknowledged): what the devices published, whatever the broker's backlog at either end.
+   */
+  sentPerS?: number
   /** Devices that published at least once (hold: within the measured window); broker-side distinct publishers. */
   publishing: number
   /** Hold: ms from the start until every device was first seen connected; null if never before the window ended. */
@@ -53,7 +58,8 @@ export interface ChildResult {
   connectedInGrace?: number
   /** Hold: the fleet threads' V8 heap growth per device (the broker's memory excluded), bytes. */
   fleetHeapPerDevice?: number
-  /** Hold: publishes sent and not yet acknowledged at the end of the window (the broker's backlog). */
+  /** Hold: publishes sent and not yet acknowledged at the start and the end of the window (the broker's backlog). */
+  inFlightAtStart?: number
   inFlightAtEnd?: number
   /** Hold: worker threads the fleet ran in. */
   threads?: number
@@ -243,7 +249,8 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
     // The window: every device connected by now (or as many as the grace allowed) publishes in it.
     seen = new Set()
     const c0 = process.cpuUsage()
-    const p0 = (await poll()).published
+    const start = await poll()
+    const p0 = start.published
     const w0 = Date.now()
     await new Promise((r) => setTimeout(r, sustainS * 1000))
     const end = await poll()
@@ -278,6 +285,8 @@ async function measureHold(j: ChildJob): Promise<ChildResult> {
       fleetHeapPerDevice: (heap1 - heap0) / held,
       cpuUsPerDeviceS: (cpu.user + cpu.system) / held / windowS,
       msgPerS: (end.published - p0) / windowS,
+      sentPerS: (end.published + end.inFlight - p0 - start.inFlight) / windowS,
+      inFlightAtStart: start.inFlight,
       inFlightAtEnd: end.inFlight,
       publishing: seen.size,
       threads: threadCount,

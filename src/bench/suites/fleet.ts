@@ -243,18 +243,32 @@ export const suite: BenchSuite = {
       target: holdTarget,
       note: `distinct publishers the broker saw in the ${holdWindowS} s window`,
     })
+    const nominal = hold * holdRate
+    const backlog = (r: ChildResult) =>
+      `${(r.inFlightAtStart ?? 0).toLocaleString('en-US')} at its start, ${(r.inFlightAtEnd ?? 0).toLocaleString('en-US')} at its end`
+    // What the devices published: the window's sends, whatever the broker's backlog at its two ends.
     rows.push({
       figure: `publish rate, ${h} held at ${holdRate} msg/s for ${holdWindowS} s`,
-      value: held.msgPerS,
+      value: held.sentPerS ?? Number.NaN,
       unit: 'msg/s',
       target: {
-        minValue: hold * holdRate * 0.95,
-        source: `${SOURCE_HOLD}: ${(hold * holdRate).toLocaleString('en-US')} msg/s within 5 %`,
+        minValue: nominal * 0.95,
+        maxValue: nominal * 1.05,
+        source: `${SOURCE_HOLD}: ${nominal.toLocaleString('en-US')} msg/s within 5 %`,
       },
+      note: `QoS 1 messages sent in the window: acknowledged, plus the change in those not yet acknowledged (${backlog(held)})`,
+    })
+    // And whether the broker kept up: acknowledged in the same window. A broker's GC pause can leave
+    // 20,000+ unacknowledged at one end of the window, which moves this figure by up to 5 % either way.
+    rows.push({
+      figure: `acknowledged rate, ${h} held at ${holdRate} msg/s for ${holdWindowS} s`,
+      value: held.msgPerS,
+      unit: 'msg/s',
+      target: { minValue: nominal * 0.95, source: `${SOURCE_HOLD}: the broker keeps up with them` },
       // Not a ratio: the bare loop's window follows its own connects, whose backlog it still drains.
       note:
-        `QoS 1, acknowledged by aedes in the same process; the bare loop's ${bareHoldWindowS} s window: ${Math.round(bareHeld.msgPerS).toLocaleString('en-US')} msg/s; ` +
-        `not yet acknowledged at the window's end: ${(held.inFlightAtEnd ?? 0).toLocaleString('en-US')} (bare: ${(bareHeld.inFlightAtEnd ?? 0).toLocaleString('en-US')})`,
+        `PUBACKs from aedes in the same process; not yet acknowledged: ${backlog(held)}; ` +
+        `the bare loop's ${bareHoldWindowS} s window: ${Math.round(bareHeld.msgPerS).toLocaleString('en-US')} msg/s acknowledged, ${Math.round(bareHeld.sentPerS ?? 0).toLocaleString('en-US')} sent (${backlog(bareHeld)})`,
     })
     rows.push({
       figure: `memory per device, ${h} held, broker excluded`,
