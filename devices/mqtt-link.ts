@@ -14,7 +14,8 @@
  *   `up()`, a refusal is `down(cause)` with the return or reason code named (devices/causes.ts).
  * - PUBLISH at QoS 0, 1 and 2, each written as one buffer; a QoS 1 publish's callback runs at its
  *   PUBACK, a QoS 2 one's at its PUBCOMP (after PUBREC and our PUBREL); an MQTT 5 reason code of
- *   0x80 or more in the PUBACK or PUBREC fails it with that numeric `code`.
+ *   0x80 or more in the PUBACK or PUBREC fails it with that numeric `code`. Under MQTT 5 at most
+ *   the broker's Receive Maximum (its CONNACK) are unacknowledged at once; later ones wait here.
  * - Keepalive on a shared timer (`keepaliveTimer`: an IntervalWheel's, one timer for every
  *   device): every half keepalive the link sends PINGREQ if it sent nothing for that long, and a
  *   PINGREQ unanswered for a whole keepalive is a lost connection (`keepalive timeout`).
@@ -161,6 +162,15 @@ export class MqttLink {
   private firstId = 0
   private firstDone: ((err?: Error) => void) | undefined
   private others: Map<number, (err?: Error) => void> | undefined
+  /**
+   * MQTT 5: the broker's Receive Maximum from its CONNACK (0: none, MQTT 3.1.1), the QoS 1 and 2
+   * publishes it accepts unacknowledged (§3.3.4.9); more would be a protocol error and a disconnect.
+   */
+  private sendQuota = 0
+  /** QoS 1 and 2 publishes written and not yet completed. */
+  private unacked = 0
+  /** QoS 1 and 2 publishes made while at the quota: written, in order, as acknowledgements free it. */
+  private held: Buffer[] | undefined
   private keepalive: unknown
   private lastSentAt = 0
   /** When the PINGREQ now unanswered was sent; 0 when none is. */
@@ -266,8 +276,15 @@ export class MqttLink {
     }
     if (v5) buf[at++] = 0
     buf.write(payload, at)
-    if (qos) this.write(buf)
-    else {
+    if (qos) {
+      if (this.sendQuota && this.unacked >= this.sendQuota) {
+        this.held ??= []
+        this.held.push(buf)
+      } else {
+        this.unacked++
+        this.write(buf)
+      }
+    } else {
       this.lastSentAt = this.now()
       this.stream!.write(buf, (err) => done(err ?? undefined))
     }
@@ -347,7 +364,15 @@ export class MqttLink {
       done = this.others?.get(id)
       if (done) this.others!.delete(id)
     }
-    done?.(err)
+    if (!done) return
+    this.unacked--
+    // A publish held back by the broker's Receive Maximum takes the slot.
+    const next = this.held?.shift()
+    if (next && this.stream) {
+      this.unacked++
+      this.write(next)
+    }
+    done(err)
   }
 
   /** Fails every publish still waiting for its PUBACK. */
@@ -357,6 +382,8 @@ export class MqttLink {
     this.firstDone = undefined
     this.firstId = 0
     this.others = undefined
+    this.held = undefined
+    this.unacked = 0
     first?.(closedError())
     if (others) for (const done of others.values()) done(closedError())
   }
@@ -511,6 +538,8 @@ export class MqttLink {
       return
     }
     this.phase = 'up'
+    this.unacked = 0
+    this.sendQuota = (this.settings.protocolVersion === 5 && packet.properties?.receiveMaximum) || 0
     this.startKeepalive()
     if (this.settings.status && this.statusTopic)
       this.publish(this.statusTopic, 'online', { qos: 1, retain: true }, noop)

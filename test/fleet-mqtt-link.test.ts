@@ -307,6 +307,43 @@ describe('MqttLink: the device side of MQTT', () => {
     expect(log).toEqual(['up'])
   })
 
+  it("MQTT 5: never more unacknowledged publishes than the broker's Receive Maximum; the rest wait and go in order", async () => {
+    const broker = rawBroker()
+    const { log, events } = recorder()
+    const link = new MqttLink(
+      'pin-v5-quota',
+      undefined,
+      { ...settings, protocolVersion: 5 },
+      broker.build,
+      events,
+    )
+    closers.push(() => link.close(true))
+    link.dial()
+    await eventually(() => broker.sent.length === 1)
+    // CONNACK v5 with one property: Receive Maximum (0x21) = 2.
+    broker.write([0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x02])
+    await eventually(() => log.includes('up'))
+    const done: string[] = []
+    for (let i = 1; i <= 5; i++) link.publish('pin/q', `m${i}`, { qos: 1 }, () => done.push(`m${i}`))
+    await eventually(() => broker.sent.length === 3)
+    await new Promise((r) => setTimeout(r, 50))
+    const published = () => broker.sent.slice(1) as mqttPacket.IPublishPacket[]
+    expect(published().map((p) => `${p.payload}`)).toEqual(['m1', 'm2'])
+    const ack = (p: mqttPacket.IPublishPacket) =>
+      broker.write([0x40, 0x02, p.messageId! >> 8, p.messageId! & 0xff])
+    ack(published()[0]!)
+    await eventually(() => broker.sent.length === 4)
+    expect(`${published()[2]!.payload}`).toBe('m3')
+    ack(published()[1]!)
+    ack(published()[2]!)
+    await eventually(() => broker.sent.length === 6)
+    for (const p of published().slice(3)) ack(p)
+    await eventually(() => done.length === 5)
+    expect(published().map((p) => `${p.payload}`)).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
+    expect(done).toEqual(['m1', 'm2', 'm3', 'm4', 'm5'])
+    expect(log).toEqual(['up'])
+  })
+
   it('a malformed packet from the broker ends the connection, reported lost with what was wrong', async () => {
     const broker = rawBroker()
     const { log, events } = recorder()
