@@ -354,6 +354,19 @@ function checkRange(value: number | undefined, name: string, [min, max]: readonl
   }
 }
 
+/**
+ * A publish topic has no wildcard and no U+0000 (MQTT 3.1.1 §4.7.1, §4.7.3): a broker disconnects
+ * the sender. `flag` names the setting in the error (`--topic`, `topic`).
+ */
+export function checkPublishTopic(template: string, flag: string): void {
+  if (template.includes('+') || template.includes('#') || template.includes('\0')) {
+    throw new ConfigError(
+      'FLEETSIM_BAD_TEMPLATE_STRING',
+      `${flag} '${template}' has a wildcard (+ or #) or a NUL, which no publish topic may have; use e.g. fleet/{model}/{deviceId}/telemetry`,
+    )
+  }
+}
+
 function validate(opts: FleetOptions): void {
   if (!(opts.ratePerSecond > 0)) {
     throw new ConfigError(
@@ -376,18 +389,7 @@ function validate(opts: FleetOptions): void {
       )
     }
   }
-  // MQTT 3.1.1 §4.7.1, §4.7.3: a publish topic has no wildcard and no U+0000 (a broker disconnects the sender).
-  if (
-    opts.topicTemplate !== undefined &&
-    (opts.topicTemplate.includes('+') ||
-      opts.topicTemplate.includes('#') ||
-      opts.topicTemplate.includes('\0'))
-  ) {
-    throw new ConfigError(
-      'FLEETSIM_BAD_TEMPLATE_STRING',
-      `topic '${opts.topicTemplate}' has a wildcard (+ or #) or a NUL, which no publish topic may have; use e.g. fleet/{model}/{deviceId}/telemetry`,
-    )
-  }
+  if (opts.topicTemplate !== undefined) checkPublishTopic(opts.topicTemplate, 'topic')
   if (opts.commandTopicTemplate !== undefined)
     checkCommandTopic(opts.commandTopicTemplate, 'commandTopicTemplate')
   if (opts.pacing !== undefined && opts.pacing !== 'closed' && opts.pacing !== 'open') {

@@ -133,7 +133,6 @@ function parseOne(frame: Buffer, protocolVersion: 4 | 5): mqttPacket.Packet | Er
     p = slot
     parsers.set(protocolVersion, p)
   }
-  p.last = undefined
   p.parser.parse(frame)
   const packet = p.last as mqttPacket.Packet | undefined
   p.last = undefined

@@ -192,6 +192,22 @@ function rawBroker() {
   }
 }
 
+/**
+ * A link up on a scripted broker: dials, waits for its CONNECT, answers with `connack` (written in
+ * the chunks given) and waits for up().
+ */
+async function upOnScripted(clientId: string, connack: number[][], linkSettings: LinkSettings = settings) {
+  const broker = rawBroker()
+  const { log, events } = recorder()
+  const link = new MqttLink(clientId, undefined, linkSettings, broker.build, events)
+  closers.push(() => link.close(true))
+  link.dial()
+  await eventually(() => broker.sent.length === 1)
+  for (const chunk of connack) broker.write(chunk)
+  await eventually(() => log.includes('up'))
+  return { broker, log, link }
+}
+
 describe('MqttLink: the device side of MQTT', () => {
   it.skipIf(!hasMosquitto)(
     'publishes at QoS 0, 1 and 2 to Mosquitto over MQTT 3.1.1 and 5; each callback runs once the broker has the message',
@@ -248,20 +264,14 @@ describe('MqttLink: the device side of MQTT', () => {
   )
 
   it('takes packets however the stream cuts them: a CONNACK byte by byte, two PUBACKs in one chunk, one PUBACK across two', async () => {
-    const broker = rawBroker()
-    const { log, events } = recorder()
-    const link = new MqttLink('pin-frames', undefined, settings, broker.build, events)
-    closers.push(() => link.close(true))
-    link.dial()
-    await eventually(() => broker.sent.length === 1)
+    // The CONNACK byte by byte.
+    const { broker, log, link } = await upOnScripted('pin-frames', [[0x20], [0x02], [0x00], [0x00]])
     expect(broker.sent[0]).toMatchObject({
       cmd: 'connect',
       clientId: 'pin-frames',
       clean: true,
       keepalive: 60,
     })
-    for (const b of [0x20, 0x02, 0x00, 0x00]) broker.write([b])
-    await eventually(() => log.includes('up'))
     const done: number[] = []
     for (let i = 1; i <= 3; i++) link.publish('pin/f', `m${i}`, { qos: 1 }, (err) => done.push(err ? -i : i))
     await eventually(() => broker.sent.length === 4)
@@ -277,21 +287,11 @@ describe('MqttLink: the device side of MQTT', () => {
   })
 
   it('MQTT 5: a PUBACK reason code of 0x80 or more fails that publish with the numeric code, and the link stays up', async () => {
-    const broker = rawBroker()
-    const { log, events } = recorder()
-    const link = new MqttLink(
-      'pin-v5-refused',
-      undefined,
-      { ...settings, protocolVersion: 5 },
-      broker.build,
-      events,
-    )
-    closers.push(() => link.close(true))
-    link.dial()
-    await eventually(() => broker.sent.length === 1)
     // CONNACK v5: flags, reason code 0, no properties.
-    broker.write([0x20, 0x03, 0x00, 0x00, 0x00])
-    await eventually(() => log.includes('up'))
+    const { broker, log, link } = await upOnScripted('pin-v5-refused', [[0x20, 0x03, 0x00, 0x00, 0x00]], {
+      ...settings,
+      protocolVersion: 5,
+    })
     const results: Array<Error | undefined> = []
     link.publish('pin/a', 'x', { qos: 1 }, (err) => results.push(err))
     link.publish('pin/b', 'y', { qos: 1 }, (err) => results.push(err))
@@ -308,21 +308,12 @@ describe('MqttLink: the device side of MQTT', () => {
   })
 
   it("MQTT 5: never more unacknowledged publishes than the broker's Receive Maximum; the rest wait and go in order", async () => {
-    const broker = rawBroker()
-    const { log, events } = recorder()
-    const link = new MqttLink(
-      'pin-v5-quota',
-      undefined,
-      { ...settings, protocolVersion: 5 },
-      broker.build,
-      events,
-    )
-    closers.push(() => link.close(true))
-    link.dial()
-    await eventually(() => broker.sent.length === 1)
     // CONNACK v5 with one property: Receive Maximum (0x21) = 2.
-    broker.write([0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x02])
-    await eventually(() => log.includes('up'))
+    const { broker, log, link } = await upOnScripted(
+      'pin-v5-quota',
+      [[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x02]],
+      { ...settings, protocolVersion: 5 },
+    )
     const done: string[] = []
     for (let i = 1; i <= 5; i++) link.publish('pin/q', `m${i}`, { qos: 1 }, () => done.push(`m${i}`))
     await eventually(() => broker.sent.length === 3)
@@ -345,14 +336,7 @@ describe('MqttLink: the device side of MQTT', () => {
   })
 
   it('a malformed packet from the broker ends the connection, reported lost with what was wrong', async () => {
-    const broker = rawBroker()
-    const { log, events } = recorder()
-    const link = new MqttLink('pin-malformed', undefined, settings, broker.build, events)
-    closers.push(() => link.close(true))
-    link.dial()
-    await eventually(() => broker.sent.length === 1)
-    broker.write([0x20, 0x02, 0x00, 0x00])
-    await eventually(() => log.includes('up'))
+    const { broker, log, link } = await upOnScripted('pin-malformed', [[0x20, 0x02, 0x00, 0x00]])
     // A remaining length whose every byte says "more follows".
     broker.write([0x40, 0xff, 0xff, 0xff, 0xff, 0x01])
     await eventually(() => log.length === 2)

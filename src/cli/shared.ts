@@ -4,7 +4,7 @@ import { FLEET_BOUNDS, FLEET_DEFAULTS, type Pacing } from '../../devices/default
 import { checkPayloadBytes } from '../../devices/device.ts'
 import { parseModelParams, resolveModelParams } from '../../devices/params.ts'
 import { MAX_PAYLOAD_BYTES } from '../../devices/payload.ts'
-import { deviceRefs } from '../../devices/fleet.ts'
+import { checkPublishTopic, deviceRefs } from '../../devices/fleet.ts'
 import { checkIdentities } from '../../devices/identity.ts'
 import { MODELS, parseFleetMix } from '../../devices/registry.ts'
 import { redactText, rememberSecret } from '../config/redact.ts'
@@ -349,7 +349,7 @@ export function fleetTls(files: { ca?: string; cert?: string; key?: string; inse
 
 /**
  * Topic and client-id templates must tell devices apart, or every device would share one; a publish
- * topic has no wildcard and no NUL (MQTT 3.1.1 §4.7.1, §4.7.3: a broker disconnects the sender).
+ * topic must also pass checkPublishTopic.
  */
 export function checkIdTemplates(
   templates: ReadonlyArray<readonly [flag: string, template: unknown, kind: 'topic' | 'client id']>,
@@ -362,11 +362,6 @@ export function checkIdTemplates(
         `${flag} '${t}' must contain {deviceId} (or {index}) so that every device gets its own`,
       )
     }
-    if (kind === 'topic' && (t.includes('+') || t.includes('#') || t.includes('\0'))) {
-      throw new ConfigError(
-        'FLEETSIM_BAD_TEMPLATE_STRING',
-        `${flag} '${t}' has a wildcard (+ or #) or a NUL, which no publish topic may have; use e.g. fleet/{model}/{deviceId}/telemetry`,
-      )
-    }
+    if (kind === 'topic') checkPublishTopic(t, flag)
   }
 }
